@@ -1,0 +1,69 @@
+# Twilio Send & Track for Apache Airflow.
+# The two commands a newcomer needs: `make demo` and `make test`.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PIP_FLAGS := --disable-pip-version-check -q
+# The stamp changes whenever a requirements or constraints file does, so a second run reuses the venv.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt requirements-celery.txt constraints.txt | cksum | cut -d' ' -f1)
+
+SANDBOX_PORT ?= 8099
+PYTEST_ARGS ?=
+
+.PHONY: help venv test lint format sandbox demo up down bench soak lock clean
+
+help:
+	@echo "make demo     run the workflow end to end (sandbox + Airflow), print the outcome"
+	@echo "make test     run every test (what CI runs)"
+	@echo "make up/down  start/stop the local stack to explore the UI"
+	@echo "make sandbox  run the Twilio sandbox on 127.0.0.1:$(SANDBOX_PORT)"
+	@echo "make bench    run the benchmarks under bench/"
+	@echo "make soak     run the long soak tests"
+
+$(STAMP): requirements.txt requirements-dev.txt requirements-celery.txt constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing pinned requirements into $(VENV) ..."
+	$(BIN)/pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt -r requirements-celery.txt -c constraints.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+sandbox: $(STAMP)
+	$(BIN)/python -m tests.fake_twilio --host 127.0.0.1 --port $(SANDBOX_PORT)
+
+demo: $(STAMP)
+	$(BIN)/python -m scripts.stack demo
+
+up: $(STAMP)
+	$(BIN)/python -m scripts.stack up
+
+down:
+	@test -x $(BIN)/python && $(BIN)/python -m scripts.stack down || true
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+soak: $(STAMP)
+	$(BIN)/python -m pytest -m soak -p no:cacheprovider -s $(PYTEST_ARGS) tests
+
+lock:
+	rm -rf /tmp/twilio-lock-venv && $(PYTHON) -m venv /tmp/twilio-lock-venv
+	/tmp/twilio-lock-venv/bin/pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt -r requirements-celery.txt
+	{ head -3 constraints.txt; /tmp/twilio-lock-venv/bin/pip freeze; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .airflow-home .demo .pytest_cache .ruff_cache

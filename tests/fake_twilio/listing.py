@@ -1,0 +1,142 @@
+"""listMessage: the To/From/DateSent filters and Twilio's paging (PageSize, Page, PageToken, *_page_uri)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from tests.fake_twilio import API_VERSION
+from tests.fake_twilio.errors import TwilioError, invalid_parameter
+from tests.fake_twilio.resources import SERVICE_SENDER, query_string
+from tests.fake_twilio.store import MessageRecord
+
+FILTER_KEYS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def parse_date(name: str, value: str) -> date | datetime:
+    """A date (``2024-01-05``) or an aware datetime (ISO 8601 as twilio-python sends it, or RFC 2822)."""
+    text = value.strip()
+    if len(text) == 10:
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    for parse in (datetime.fromisoformat, parsedate_to_datetime):
+        try:
+            parsed = parse(text)
+        except (ValueError, TypeError):
+            continue
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+    raise invalid_parameter(
+        f"{name} must be a date (YYYY-MM-DD) or a date-time (ISO 8601 or RFC 2822): {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    filters: list[tuple[str, str]]
+    page_size: int
+    page: int
+    page_token: str | None
+    dates: dict[str, date | datetime]
+
+    @classmethod
+    def parse(cls, params: list[tuple[str, str]]) -> ListQuery:
+        values = dict(params)
+        filters = [(k, values[k]) for k in FILTER_KEYS if values.get(k)]
+        try:
+            page_size = int(values.get("PageSize") or DEFAULT_PAGE_SIZE)
+            page = int(values.get("Page") or 0)
+        except ValueError:
+            raise invalid_parameter("PageSize and Page must be integers") from None
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise invalid_parameter(f"PageSize must be between 1 and {MAX_PAGE_SIZE}")
+        if page < 0:
+            raise invalid_parameter("Page must be >= 0")
+        dates = {k: parse_date(k, v) for k, v in filters if k.startswith("DateSent")}
+        return cls(filters, page_size, page, values.get("PageToken") or None, dates)
+
+
+def _sent_epoch(record: MessageRecord) -> int:
+    # A message not yet sent is matched by its creation time, so that a duplicate check right after a lost
+    # response (the message still queued) finds it. Second precision, as the rendered dates.
+    offset = record.sent_offset(record.elapsed())
+    return int(record.created_wall + (offset if offset is not None else 0.0))
+
+
+def _matches(record: MessageRecord, query: ListQuery) -> bool:
+    for key, value in query.filters:
+        if key == "To" and record.to != value:
+            return False
+        if key == "From" and (record.from_ or SERVICE_SENDER) != value:
+            return False
+    if not query.dates:
+        return True
+    sent = _sent_epoch(record)
+    sent_day = datetime.fromtimestamp(sent, UTC).date()
+    for key, bound in query.dates.items():
+        is_datetime = isinstance(bound, datetime)
+        if key == "DateSent":
+            day = bound.astimezone(UTC).date() if is_datetime else bound
+            if sent_day != day:
+                return False
+        elif key == "DateSent<":
+            if (sent > bound.timestamp()) if is_datetime else (sent_day > bound):
+                return False
+        elif key == "DateSent>" and ((sent < int(bound.timestamp())) if is_datetime else (sent_day < bound)):
+            return False
+    return True
+
+
+def _index_of(records: list[MessageRecord], sid: str) -> int | None:
+    for i, record in enumerate(records):
+        if record.sid == sid:
+            return i
+    return None
+
+
+def select_page(records: list[MessageRecord], query: ListQuery) -> tuple[list[MessageRecord], bool]:
+    """The page's records (newest first) and whether more follow. ``records`` is oldest first."""
+    matching = [r for r in reversed(records) if _matches(r, query)]
+    size, start = query.page_size, query.page * query.page_size
+    end = start + size
+    token = query.page_token
+    if token and token[:2] in ("PA", "PB"):
+        # PA<sid>: the page after that message; PB<sid>: the page before it (previous_page_uri).
+        anchor = _index_of(matching, token[2:])
+        if anchor is not None and token[:2] == "PA":
+            start, end = anchor + 1, anchor + 1 + size
+        elif anchor is not None:
+            start, end = max(0, anchor - size), anchor
+    elif token:
+        raise TwilioError(400, 20001, f"Invalid PageToken: {token}")
+    return matching[start:end], end < len(matching)
+
+
+def render_page(
+    account_sid: str, query: ListQuery, page: list[dict[str, Any]], has_more: bool
+) -> dict[str, Any]:
+    base = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"
+
+    def uri(page_number: int, token: str | None) -> str:
+        pairs = [*query.filters, ("PageSize", str(query.page_size)), ("Page", str(page_number))]
+        if token:
+            pairs.append(("PageToken", token))
+        return f"{base}?{query_string(pairs)}"
+
+    start = query.page * query.page_size
+    return {
+        "messages": page,
+        "end": start + max(len(page) - 1, 0),
+        "first_page_uri": uri(0, None),
+        "next_page_uri": uri(query.page + 1, "PA" + page[-1]["sid"]) if has_more and page else None,
+        "page": query.page,
+        "page_size": query.page_size,
+        "previous_page_uri": uri(query.page - 1, "PB" + page[0]["sid"]) if query.page > 0 and page else None,
+        "start": start,
+        "uri": uri(query.page, query.page_token),
+    }

@@ -1,0 +1,95 @@
+"""The thread-safe in-memory message store (the event loop and the callback threads share it)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from tests.fake_twilio.lifecycle import FINAL_STATUSES, Outcome, position
+
+
+@dataclass
+class MessageRecord:
+    """One stored message. Its status is derived from ``timeline`` and the clock, never stored."""
+
+    sid: str
+    account_sid: str
+    to: str
+    from_: str | None
+    messaging_service_sid: str | None
+    body: str
+    media_urls: tuple[str, ...]
+    status_callback: str | None
+    outcome: Outcome
+    timeline: tuple[tuple[float, str], ...]
+    num_segments: int
+    created_wall: float = field(default_factory=time.time)
+    created_mono: float = field(default_factory=time.monotonic)
+    canceled_at: float | None = None  # offset from creation
+    updated_at: float = 0.0  # offset of the last API update (redaction), 0 if none
+
+    def elapsed(self, now_mono: float | None = None) -> float:
+        return (time.monotonic() if now_mono is None else now_mono) - self.created_mono
+
+    def state_at(self, elapsed: float) -> tuple[str, float]:
+        """``(status, offset of the change to that status)`` at ``elapsed`` seconds after creation."""
+        if self.canceled_at is not None and elapsed >= self.canceled_at:
+            return "canceled", self.canceled_at
+        offset, status = self.timeline[position(self.timeline, elapsed)]
+        return status, offset
+
+    def sent_offset(self, elapsed: float) -> float | None:
+        """When the message left Twilio (``sent``, or ``failed`` when the carrier refused it), if it has."""
+        if self.canceled_at is not None and elapsed >= self.canceled_at:
+            return None
+        for offset, status in self.timeline:
+            if status in ("sent", "failed") and offset <= elapsed:
+                return offset
+        return None
+
+    def is_final(self, elapsed: float) -> bool:
+        return self.state_at(elapsed)[0] in FINAL_STATUSES
+
+
+class MessageStore:
+    """Messages by SID, in creation order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: dict[str, MessageRecord] = {}
+
+    def add(self, record: MessageRecord) -> None:
+        with self._lock:
+            self._messages[record.sid] = record
+
+    def get(self, account_sid: str, sid: str) -> MessageRecord | None:
+        with self._lock:
+            record = self._messages.get(sid)
+        return record if record is not None and record.account_sid == account_sid else None
+
+    def lookup(self, sid: str) -> MessageRecord | None:
+        with self._lock:
+            return self._messages.get(sid)
+
+    def for_account(self, account_sid: str) -> list[MessageRecord]:
+        """The account's messages, oldest first."""
+        with self._lock:
+            records = list(self._messages.values())
+        return [r for r in records if r.account_sid == account_sid]
+
+    def all(self) -> list[MessageRecord]:
+        with self._lock:
+            return list(self._messages.values())
+
+    def delete(self, sid: str) -> bool:
+        with self._lock:
+            return self._messages.pop(sid, None) is not None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._messages.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._messages)

@@ -1,0 +1,96 @@
+"""Send an SMS/MMS through Twilio and track it to its final delivery status.
+
+    sendMessage >> checkStatus >> routeByStatus >> [delivered, failed]
+
+Implements the Arazzo workflow `send-message-track-status` (dags/workflows/). Trigger it with conf
+{"to": ..., "from": ..., "body": ...}; the Twilio credentials come from the connection `twilio_default` only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.providers.http.sensors.http import HttpSensor
+from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+from airflow.sdk import DAG, Param, TriggerRule
+
+from twilio_messaging import dag_tasks
+from twilio_messaging.arazzo import doc_md
+from twilio_messaging.connection import DEFAULT_CONN_ID
+from twilio_messaging.validation import PARAM_SCHEMAS, REQUIRED_PARAMS
+from twilio_messaging.workflow import tracking_settings
+
+WORKFLOW_FILE = Path(__file__).parent / "workflows" / "twilio-send-message-track-status-workflow.yml"
+WORKFLOW_ID = "send-message-track-status"
+# Read when the file is parsed: TWILIO_POKE_INTERVAL, TWILIO_STATUS_TIMEOUT, TWILIO_MAX_WAIT.
+TRACKING = tracking_settings()
+
+END_STATES = f"""
+## End states
+- **delivered**: Twilio reports `delivered` (or `read`). The run succeeds.
+- **failed**: the message is `undelivered`, `failed` or `canceled`, could not be sent, or was still in flight
+  (e.g. `sent (delivery unconfirmed)`: no carrier receipt) when tracking stopped. The task `failed` fails the
+  run with the SID, the final status, the error code and its meaning.
+
+Both end tasks publish the XComs `messageSid`, `finalStatus` and `errorCode`.
+
+## Status polling (checkStatus)
+Every {TRACKING.poke_interval:g} s at first, backing off exponentially up to {TRACKING.max_wait:g} s,
+for at most {TRACKING.timeout:g} s after sending
+(env `TWILIO_POKE_INTERVAL`, `TWILIO_MAX_WAIT`, `TWILIO_STATUS_TIMEOUT`).
+"""
+
+
+def _param(name: str) -> Param:
+    schema = PARAM_SCHEMAS[name]
+    return Param(**schema) if name in REQUIRED_PARAMS else Param(None, **schema)
+
+
+with DAG(
+    dag_id="twilio_send_message_track_status",
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    doc_md=doc_md(WORKFLOW_FILE, WORKFLOW_ID, END_STATES),
+    tags=["twilio", "sms", "arazzo"],
+    params={name: _param(name) for name in PARAM_SCHEMAS},
+    default_args={"owner": "messaging"},
+) as dag:
+    send_message = PythonOperator(
+        task_id=dag_tasks.SEND_TASK,
+        python_callable=dag_tasks.send_message,
+        retries=2,  # only after Twilio was unreachable; a retry looks for the message before sending
+        retry_delay=timedelta(minutes=1),
+        execution_timeout=timedelta(minutes=10),  # the client's own retry budget is about 2 minutes
+        doc_md="createMessage (expects 201); publishes messageSid, initialStatus and accountSid.",
+    )
+
+    check_status = HttpSensor(
+        task_id=dag_tasks.CHECK_TASK,
+        http_conn_id=DEFAULT_CONN_ID,
+        method="GET",
+        endpoint=dag_tasks.STATUS_ENDPOINT,
+        response_check=dag_tasks.check_status,
+        response_error_codes_allowlist=dag_tasks.TRANSIENT_HTTP_CODES,
+        mode="reschedule",
+        poke_interval=TRACKING.poke_interval,
+        timeout=TRACKING.timeout,
+        exponential_backoff=TRACKING.exponential_backoff,
+        max_wait=TRACKING.max_wait,
+        retries=TRACKING.retries,  # apache/airflow#71172; the deadline is enforced from the send time
+        retry_delay=TRACKING.retry_delay,
+        doc_md="fetchMessage until a terminal status; publishes status, errorCode and errorMessage.",
+    )
+
+    route = BranchPythonOperator(
+        task_id=dag_tasks.BRANCH_TASK,
+        python_callable=dag_tasks.choose_end,
+        trigger_rule=TriggerRule.ALL_DONE,
+        doc_md="Routes to delivered or failed; a failed or timed-out checkStatus leads to failed.",
+    )
+
+    delivered = PythonOperator(task_id=dag_tasks.DELIVERED_TASK, python_callable=dag_tasks.report_delivered)
+    failed = PythonOperator(task_id=dag_tasks.FAILED_TASK, python_callable=dag_tasks.report_failed)
+
+    send_message >> check_status >> route >> [delivered, failed]

@@ -1,0 +1,86 @@
+"""Twilio error codes and the exceptions raised by the client: the one place for error meanings."""
+
+from __future__ import annotations
+
+ERROR_DOCS_URL = "https://www.twilio.com/docs/errors/{code}"
+
+ERROR_MEANINGS: dict[int, str] = {
+    20003: "Authentication failed: the Account SID / API key or its secret is wrong",
+    20008: "Resource not accessible with test credentials",
+    20404: "The requested resource was not found (wrong message SID or Account SID)",
+    20429: "Too many concurrent requests to the Twilio REST API",
+    21211: "Invalid 'To' phone number",
+    21212: "Invalid 'From' number (not a phone number, short code or alphanumeric sender ID)",
+    21408: "Permission to send an SMS has not been enabled for the region of the 'To' number",
+    21602: "Message body is required",
+    21603: "A 'From' or 'MessagingServiceSid' parameter is required",
+    21604: "A 'To' phone number is required",
+    21606: "The 'From' number is not a valid, message-capable Twilio number for this account",
+    21608: "Trial accounts can only send to verified numbers",
+    21610: "The recipient has opted out (replied STOP); never retry",
+    21611: "The 'From' number's queue is full (more than 10 hours of backlog)",
+    21612: "The 'To' number is not reachable from this 'From' number",
+    21614: "The 'To' number is not a mobile number",
+    21617: "The message body exceeds 1600 characters",
+    21635: "The 'To' number is a landline",
+    30001: "Queue overflow: the message waited longer than its validity period",
+    30002: "Account suspended",
+    30003: "Unreachable destination handset (often temporary: phone off or out of coverage)",
+    30004: "Message blocked (by the recipient, the carrier or an opt-out)",
+    30005: "Unknown destination handset (the number does not exist)",
+    30006: "Landline or unreachable carrier",
+    30007: "Message filtered by the carrier",
+    30008: "Unknown error from the carrier",
+}
+
+
+def describe(code: int | str | None) -> str:
+    """A one-line meaning for a Twilio error code, with its documentation link."""
+    if code is None or code == "":
+        return "no error code"
+    try:
+        number = int(code)
+    except (TypeError, ValueError):
+        return f"unrecognised error code {code!r}"
+    meaning = ERROR_MEANINGS.get(number, "see Twilio's documentation")
+    return f"{meaning} ({ERROR_DOCS_URL.format(code=number)})"
+
+
+class TwilioError(Exception):
+    """Base class of everything the Twilio client raises."""
+
+
+class TwilioConfigError(TwilioError):
+    """The Airflow connection or the inputs cannot be used to reach Twilio (nothing was sent)."""
+
+
+class TwilioAPIError(TwilioError):
+    """Twilio answered with an error; final, retrying the same request gives the same answer."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: int | None,
+        message: str,
+        more_info: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.more_info = more_info or (ERROR_DOCS_URL.format(code=code) if code else None)
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        head = f"Twilio error {self.code}" if self.code else f"Twilio API HTTP {self.status_code}"
+        text = f"{head}: {self.message}"
+        if self.more_info:
+            text += f" ({self.more_info})"
+        if self.hint:
+            text += f" {self.hint}"
+        return text
+
+
+class TwilioUnreachableError(TwilioError):
+    """Twilio could not be reached (or kept refusing) within the retry budget."""

@@ -1,0 +1,228 @@
+"""The send-and-track workflow as plain functions: what each DAG task decides, without Airflow.
+
+The DAG (dags/twilio_send_message_track_status.py) only wires these to operators (twilio_messaging.dag_tasks).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from twilio_messaging.client import TwilioClient
+from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.errors import describe
+from twilio_messaging.statuses import UNCONFIRMED_REASON, end_state, is_terminal, unconfirmed
+from twilio_messaging.validation import (
+    WORKFLOW_INPUTS,
+    InvalidInput,
+    MessageRequest,
+    unknown_inputs,
+    validate_inputs,
+)
+
+# Production defaults of the status polling, overridable at parse time (tests, demos).
+POKE_INTERVAL_ENV = "TWILIO_POKE_INTERVAL"
+STATUS_TIMEOUT_ENV = "TWILIO_STATUS_TIMEOUT"
+MAX_WAIT_ENV = "TWILIO_MAX_WAIT"
+DEFAULT_POKE_INTERVAL = 60.0  # most messages are final within a minute; a poke is one GET
+DEFAULT_STATUS_TIMEOUT = 24 * 3600.0  # carriers may retry for hours; after a day "sent" is not going to move
+DEFAULT_MAX_WAIT = 15 * 60.0  # backoff cap: a late receipt is noticed within 15 minutes
+SENSOR_RETRIES = 3  # survives apache/airflow#71172 (a reschedule sensor failed by a scheduler race)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """How ``checkStatus`` polls: intervals and the total time, in seconds."""
+
+    poke_interval: float = DEFAULT_POKE_INTERVAL
+    timeout: float = DEFAULT_STATUS_TIMEOUT
+    max_wait: float = DEFAULT_MAX_WAIT
+    exponential_backoff: bool = True
+    retries: int = SENSOR_RETRIES
+
+    @property
+    def retry_delay(self) -> timedelta:
+        # A retry after the scheduler race should resume polling at the normal pace, not later.
+        return timedelta(seconds=min(self.poke_interval, 60.0))
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def tracking_settings(environ: Mapping[str, str] | None = None) -> TrackingSettings:
+    """Settings from TWILIO_POKE_INTERVAL / TWILIO_STATUS_TIMEOUT / TWILIO_MAX_WAIT, else the defaults."""
+    env = os.environ if environ is None else environ
+    poke = _seconds(env, POKE_INTERVAL_ENV, DEFAULT_POKE_INTERVAL)
+    return TrackingSettings(
+        poke_interval=poke,
+        timeout=_seconds(env, STATUS_TIMEOUT_ENV, DEFAULT_STATUS_TIMEOUT),
+        max_wait=max(poke, _seconds(env, MAX_WAIT_ENV, DEFAULT_MAX_WAIT)),
+    )
+
+
+# ---- sendMessage -------------------------------------------------------------------------------------
+
+
+def resolve_account_sid(inputs: Mapping[str, Any], connection: TwilioConnection) -> str:
+    """``accountSid`` from the inputs, else the connection's Account SID login."""
+    sid = inputs.get("accountSid") or connection.account_sid
+    if not sid:
+        raise InvalidInput(
+            "accountSid",
+            f"is required when the login of the Airflow connection '{connection.conn_id}' "
+            "is not an Account SID (AC...), e.g. when it is an API key (SK...)",
+        )
+    return sid
+
+
+def prepare_send(
+    inputs: Mapping[str, Any], connection: TwilioConnection, conf: Mapping[str, Any] | None = None
+) -> tuple[str, MessageRequest]:
+    """Validate everything before any request: unknown conf keys, each field, the cross-field rules."""
+    unknown = unknown_inputs(conf or {})
+    if unknown:
+        raise InvalidInput(
+            ", ".join(unknown), "unknown input; the workflow accepts " + ", ".join(sorted(WORKFLOW_INPUTS))
+        )
+    request = validate_inputs(inputs)
+    return resolve_account_sid(inputs, connection), request
+
+
+def send_message(
+    inputs: Mapping[str, Any],
+    connection: TwilioConnection,
+    *,
+    conf: Mapping[str, Any] | None = None,
+    sent_since: datetime | None = None,
+    client_factory: Callable[..., TwilioClient] = TwilioClient,
+) -> dict[str, Any]:
+    """Create the message; returns the step outputs ``messageSid``, ``initialStatus`` plus ``accountSid``."""
+    account_sid, request = prepare_send(inputs, connection, conf)
+    with client_factory(connection, account_sid=account_sid) as client:
+        message = client.create_message(request, sent_since=sent_since)
+    return {
+        "messageSid": message.get("sid"),
+        "initialStatus": message.get("status"),
+        "accountSid": account_sid,
+        "sentAt": datetime.now(UTC).isoformat(),
+    }
+
+
+# ---- checkStatus ------------------------------------------------------------------------------------
+
+
+def status_report(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkStatus outputs of one message resource."""
+    return {
+        "status": message.get("status"),
+        "errorCode": message.get("error_code"),
+        "errorMessage": message.get("error_message"),
+    }
+
+
+def poke(message: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """Whether polling is over, and the status report to publish."""
+    report = status_report(message)
+    return is_terminal(report["status"]), report
+
+
+def past_deadline(sent_at: str | None, timeout: float, now: datetime | None = None) -> bool:
+    """True once ``timeout`` seconds have passed since the message was sent (a fixed point across retries)."""
+    if not sent_at:
+        return False
+    try:
+        started = datetime.fromisoformat(sent_at)
+    except ValueError:
+        return False
+    return ((now or datetime.now(UTC)) - started).total_seconds() > timeout
+
+
+# ---- branch and end tasks ------------------------------------------------------------------------
+
+
+def decide_outcome(
+    send: Mapping[str, Any] | None,
+    report: Mapping[str, Any] | None,
+    fetch: Callable[[str, str], Mapping[str, Any]] | None = None,
+    send_error: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The end state and workflow outputs, from sendMessage's and checkStatus' outputs.
+
+    Without a terminal status from checkStatus (it timed out or failed), the message is fetched once more
+    with ``fetch(account_sid, message_sid)`` so the outputs say where it got stuck.
+    """
+    sid = (send or {}).get("messageSid")
+    if not sid:
+        error = send_error or {}
+        return {
+            "end": "failed",
+            "messageSid": None,
+            "finalStatus": None,
+            "errorCode": error.get("errorCode"),
+            "errorMessage": error.get("errorMessage"),
+            "reason": "no message was created: "
+            + (error.get("errorMessage") or "sendMessage did not succeed"),
+        }
+    reason = None
+    if not report or not is_terminal(report.get("status")):
+        last = dict(report or {})
+        if fetch is not None:
+            try:
+                last = status_report(fetch(send["accountSid"], sid))
+            except Exception as exc:  # reporting must go on; the failure is the reason
+                reason = f"the last status check failed: {exc}"
+        report = last
+    status = report.get("status")
+    end = end_state(status)
+    if end is None:
+        return {
+            "end": "failed",
+            "messageSid": sid,
+            "finalStatus": unconfirmed(status),
+            "errorCode": report.get("errorCode"),
+            "errorMessage": report.get("errorMessage"),
+            "reason": reason
+            or (UNCONFIRMED_REASON if status == "sent" else "no final status before the timeout"),
+        }
+    return {
+        "end": end,
+        "messageSid": sid,
+        "finalStatus": status,
+        "errorCode": report.get("errorCode"),
+        "errorMessage": report.get("errorMessage"),
+        "reason": None,
+    }
+
+
+WORKFLOW_OUTPUTS = ("messageSid", "finalStatus", "errorCode")
+
+
+def workflow_outputs(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """What the end tasks publish: the Arazzo outputs plus the error code."""
+    return {key: outcome.get(key) for key in WORKFLOW_OUTPUTS}
+
+
+def failure_text(outcome: Mapping[str, Any]) -> str:
+    """The message of the failed run: sid, final status, error code and its meaning."""
+    sid = outcome.get("messageSid")
+    code = outcome.get("errorCode")
+    error = f"error {code}: {describe(code)}" if code else "no error code"
+    if not sid:
+        return f"No message was sent ({error}). {outcome.get('reason') or ''}".strip()
+    text = f"Message {sid} ended with status '{outcome.get('finalStatus')}' ({error})"
+    if outcome.get("reason"):
+        text += f". {outcome['reason']}"
+    return text

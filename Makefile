@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt re
 SANDBOX_PORT ?= 8099
 PYTEST_ARGS ?=
 
-.PHONY: help venv test lint format sandbox demo up down bench soak lock clean
+.PHONY: help venv test lint format sandbox demo up down bench soak screenshots lock clean
 
 help:
 	@echo "make demo     run the workflow end to end (sandbox + Airflow), print the outcome"
@@ -59,6 +59,9 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:cacheprovider -s $(PYTEST_ARGS) tests
+
+screenshots: $(STAMP)
+	UPDATE_DOCS_SCREENSHOTS=1 $(BIN)/python -m pytest -s tests/e2e/test_ui_browser.py
 
 lock:
 	rm -rf /tmp/twilio-lock-venv && $(PYTHON) -m venv /tmp/twilio-lock-venv

@@ -1,0 +1,1 @@
+"""Developer scripts: the local Airflow stack behind `make demo`, `make up` and `make down`."""

@@ -363,7 +363,7 @@ def test_database_broker_and_result_backend_point_at_the_services(services) -> N
         env = env_of(services[name])
         for key, scheme in (
             ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2"),
-            ("AIRFLOW__CELERY__RESULT_BACKEND", "db+postgresql"),
+            ("AIRFLOW__CELERY__RESULT_BACKEND", "db+postgresql+psycopg2"),
         ):
             url = urlsplit(env[key])
             assert url.scheme == scheme and url.hostname == "postgres", (name, key)

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): run them all with ``make bench`` (``.venv/bin/python -m bench``)."""

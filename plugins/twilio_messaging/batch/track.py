@@ -1,0 +1,150 @@
+"""Tracking one chunk: each poke fetches, concurrently, the status of every message not yet final.
+
+A reschedule-mode sensor loses its own XComs each time it starts again (apache/airflow#39532), so what
+a poke learned is kept in a ``TrackStore`` (the DAG uses an Airflow Variable per chunk; tests use a dict).
+Only final statuses are stored: a message that reached one is never fetched again. Together with a
+first fetch no earlier than ``first_fetch_after`` seconds after sending (a message is rarely final sooner),
+that keeps the fetches per message near one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twilio_messaging.batch.report import message_record
+from twilio_messaging.client import AsyncTwilioClient
+from twilio_messaging.errors import TwilioAPIError, TwilioUnreachableError
+from twilio_messaging.statuses import is_terminal
+
+log = logging.getLogger(__name__)
+
+# Status facts learned so far, by SID: [status, error_code, error_message].
+Known = dict[str, list[Any]]
+
+
+class TrackStore(Protocol):
+    def load(self) -> Known: ...
+
+    def save(self, known: Known) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+class MemoryStore:
+    """A ``TrackStore`` in memory (tests and benchmarks that drive pokes in one process)."""
+
+    def __init__(self) -> None:
+        self.known: Known = {}
+        self.saves = 0
+
+    def load(self) -> Known:
+        return dict(self.known)
+
+    def save(self, known: Known) -> None:
+        self.saves += 1
+        self.known = dict(known)
+
+    def clear(self) -> None:
+        self.known = {}
+
+
+@dataclass
+class PokeResult:
+    done: bool
+    records: list[dict[str, Any]]
+    fetched: int
+    pending: int
+
+
+def pending_sids(records: Sequence[Mapping[str, Any]], known: Known) -> list[str]:
+    """SIDs whose last known status is not final (rejected rows have no SID and need no tracking)."""
+    out = []
+    for record in records:
+        sid = record.get("sid")
+        if not sid:
+            continue
+        status = known[sid][0] if sid in known else record.get("status")
+        if not is_terminal(status):
+            out.append(sid)
+    return out
+
+
+def apply_known(records: Sequence[Mapping[str, Any]], known: Known) -> list[dict[str, Any]]:
+    """The records with every known status filled in (statuses never move backwards: known wins)."""
+    out = []
+    for record in records:
+        sid = record.get("sid")
+        if sid and sid in known:
+            status, code, message = known[sid]
+            out.append(message_record(record["row"], record["to"], sid, status, code, message))
+        else:
+            out.append(dict(record))
+    return out
+
+
+async def fetch_statuses(client: AsyncTwilioClient, sids: Sequence[str], concurrency: int) -> Known:
+    """Fetch ``sids`` with ``concurrency`` workers; a message that cannot be fetched now is left out."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for sid in sids:
+        queue.put_nowait(sid)
+    found: Known = {}
+
+    async def worker() -> None:
+        while True:
+            try:
+                sid = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                message = await client.fetch_message(sid)
+            except TwilioUnreachableError as exc:
+                log.warning("Status of %s not fetched this time: %s", sid, exc)
+                continue
+            except TwilioAPIError as exc:
+                if exc.status_code in (401, 403):
+                    raise
+                log.warning("Status of %s not fetched: %s", sid, exc)
+                continue
+            found[sid] = [message.get("status"), message.get("error_code"), message.get("error_message")]
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(sids))))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    return found
+
+
+async def poll_chunk(
+    client: AsyncTwilioClient,
+    records: Sequence[Mapping[str, Any]],
+    store: TrackStore,
+    *,
+    concurrency: int,
+    final: bool = False,
+) -> PokeResult:
+    """One poke: fetch what is still pending, remember what became final, say whether the chunk is done.
+
+    ``final`` (the status timeout has passed) ends tracking; messages still in flight are reported as
+    unconfirmed by ``message_record``.
+    """
+    known = store.load()
+    sids = pending_sids(records, known)
+    fetched = await fetch_statuses(client, sids, concurrency) if sids else {}
+    newly_final = {sid: fact for sid, fact in fetched.items() if is_terminal(fact[0])}
+    known.update(newly_final)
+    current = apply_known(records, {**known, **fetched})
+    still_pending = len(pending_sids(current, {}))
+    done = final or still_pending == 0
+    if done:
+        store.clear()
+    elif newly_final:
+        store.save(known)
+    return PokeResult(done=done, records=current, fetched=len(sids), pending=still_pending)

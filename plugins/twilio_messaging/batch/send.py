@@ -23,6 +23,7 @@ from typing import Any
 
 from twilio_messaging.batch.prepare import Sender
 from twilio_messaging.batch.report import message_record
+from twilio_messaging.batch.throttle import run_workers
 from twilio_messaging.client import AsyncTwilioClient
 from twilio_messaging.errors import TwilioAPIError, TwilioUnreachableError
 from twilio_messaging.retry import RetryPolicy
@@ -102,14 +103,7 @@ async def send_rows(
                 return
             await send_one(number, to, body)
 
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(rows))))]
-    try:
-        await asyncio.gather(*workers)
-    except BaseException:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        raise
+    await run_workers(worker, min(concurrency, len(rows)))
     if unsent:
         shown = ", ".join(f"row {number} ({to})" for number, to in unsent[:10])
         raise ChunkIncomplete(

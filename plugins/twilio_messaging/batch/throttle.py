@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,3 +165,15 @@ def throttled_client(
     """An ``AsyncTwilioClient`` whose requests share one limiter of ``concurrency`` slots."""
     transport = ThrottledTransport(AdaptiveLimiter(concurrency))
     return AsyncTwilioClient(connection, transport=transport, **kwargs), transport
+
+
+async def run_workers(worker: Callable[[], Awaitable[None]], count: int) -> None:
+    """Run ``count`` copies of ``worker`` to completion; if one fails, cancel the others and re-raise."""
+    tasks = [asyncio.create_task(worker()) for _ in range(max(1, count))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

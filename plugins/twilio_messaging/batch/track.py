@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twilio_messaging.batch.report import message_record
+from twilio_messaging.batch.throttle import run_workers
 from twilio_messaging.client import AsyncTwilioClient
 from twilio_messaging.errors import TwilioAPIError, TwilioUnreachableError
 from twilio_messaging.statuses import is_terminal
@@ -111,14 +112,7 @@ async def fetch_statuses(client: AsyncTwilioClient, sids: Sequence[str], concurr
                 continue
             found[sid] = [message.get("status"), message.get("error_code"), message.get("error_message")]
 
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(sids))))]
-    try:
-        await asyncio.gather(*workers)
-    except BaseException:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        raise
+    await run_workers(worker, min(concurrency, len(sids)))
     return found
 
 

@@ -46,9 +46,19 @@ class TwilioConnection:
     def from_airflow(cls, conn_id: str = DEFAULT_CONN_ID) -> TwilioConnection:
         """Read the Airflow connection and register its password with the secrets masker."""
         from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
         from airflow.sdk.log import mask_secret
 
-        conn = BaseHook.get_connection(conn_id)
+        try:
+            conn = BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            # A task retry cannot create the connection: say how to, and fail at once.
+            raise TwilioConfigError(
+                f"Airflow connection '{conn_id}' is not defined. Create it (Admin > Connections, "
+                f"`airflow connections add {conn_id}`, or the AIRFLOW_CONN_{conn_id.upper()} environment "
+                "variable in JSON form) with conn_type http, host api.twilio.com, schema https, login = "
+                "Account SID or API key SID, password = auth token or API key secret"
+            ) from None
         if conn.password:
             mask_secret(conn.password)
         if not conn.login or not conn.password:

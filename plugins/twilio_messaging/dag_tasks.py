@@ -49,6 +49,11 @@ def send_message(ti: Any, params: dict[str, Any], dag_run: Any, **_: Any) -> dic
         ti.xcom_push(key="sendError", value={"errorCode": code, "errorMessage": str(exc)})
         raise AirflowFailException(str(exc)) from None
     except TwilioUnreachableError as exc:
+        # Published too, so that if this was the last try the failed end task says Twilio was unreachable.
+        ti.xcom_push(
+            key="sendError",
+            value={"errorCode": None, "errorMessage": str(exc), "maybeCreated": exc.maybe_created},
+        )
         raise AirflowException(str(exc)) from None  # retried by Airflow; the next try looks before sending
     for key in SEND_OUTPUTS:
         ti.xcom_push(key=key, value=outputs[key])

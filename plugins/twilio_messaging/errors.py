@@ -83,4 +83,12 @@ class TwilioAPIError(TwilioError):
 
 
 class TwilioUnreachableError(TwilioError):
-    """Twilio could not be reached (or kept refusing) within the retry budget."""
+    """Twilio could not be reached (or kept refusing) within the retry budget.
+
+    ``maybe_created``: a create may have reached Twilio before the connection failed (timeout, 5xx, dropped
+    connection), so whether the message exists is unknown; a retry looks for it before sending again.
+    """
+
+    def __init__(self, message: str, *, maybe_created: bool = False) -> None:
+        self.maybe_created = maybe_created
+        super().__init__(message)

@@ -91,7 +91,7 @@ class Budget:
             text += (
                 ". The message may have been created; a retry of this task looks for it before sending again"
             )
-        return TwilioUnreachableError(text)
+        return TwilioUnreachableError(text, maybe_created=maybe_created)
 
 
 def _retry_after(reply: Reply) -> float | None:

@@ -139,9 +139,20 @@ def _blank(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == ()
 
 
+def _encodable(field: str, value: str) -> None:
+    """Reject text that cannot go on the wire: a lone surrogate (e.g. a JSON "\\ud800") is not UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            field, f"must be valid Unicode text; it contains a lone surrogate (U+{ord(value[exc.start]):04X})"
+        ) from None
+
+
 def _check(field: str, value: Any, regex: re.Pattern[str]) -> None:
     if not isinstance(value, str) or not regex.fullmatch(value):
         raise InvalidInput(field, RULES[field])
+    _encodable(field, value)
 
 
 def validate_account_sid(value: Any, field: str = "accountSid") -> str:
@@ -175,6 +186,8 @@ def validate_message(
     body = None if _blank(body) else body
     if body is not None and (not isinstance(body, str) or not 1 <= len(body) <= BODY_MAX_CHARS):
         raise InvalidInput("body", RULES["body"])
+    if body is not None:
+        _encodable("body", body)
     media = _media_urls(media_url)
     if body is None and not media:
         raise InvalidInput("body/mediaUrl", RULES["body/mediaUrl"])
@@ -207,6 +220,7 @@ def _media_urls(value: Any) -> tuple[str, ...]:
     for url in urls:
         if not isinstance(url, str) or len(url) > URL_MAX_CHARS or not _URL_RE.fullmatch(url):
             raise InvalidInput("mediaUrl", RULES["mediaUrl"])
+        _encodable("mediaUrl", url)
     return urls
 
 

@@ -167,14 +167,24 @@ def decide_outcome(
     sid = (send or {}).get("messageSid")
     if not sid:
         error = send_error or {}
+        detail = error.get("errorMessage") or "sendMessage did not succeed"
+        if error.get("maybeCreated"):
+            # Twilio went silent after a create may have reached it: do not claim that nothing was sent.
+            return {
+                "end": "failed",
+                "messageSid": None,
+                "finalStatus": unconfirmed(None),
+                "errorCode": None,
+                "errorMessage": detail,
+                "reason": f"whether the message was created is unknown: {detail}",
+            }
         return {
             "end": "failed",
             "messageSid": None,
             "finalStatus": None,
             "errorCode": error.get("errorCode"),
             "errorMessage": error.get("errorMessage"),
-            "reason": "no message was created: "
-            + (error.get("errorMessage") or "sendMessage did not succeed"),
+            "reason": "no message was created: " + detail,
         }
     reason = None
     if not report or not is_terminal(report.get("status")):
@@ -220,6 +230,8 @@ def failure_text(outcome: Mapping[str, Any]) -> str:
     sid = outcome.get("messageSid")
     code = outcome.get("errorCode")
     error = f"error {code}: {describe(code)}" if code else "no error code"
+    if not sid and outcome.get("finalStatus"):
+        return f"Sending was not confirmed ({outcome['finalStatus']}): {outcome.get('reason') or ''}".strip()
     if not sid:
         return f"No message was sent ({error}). {outcome.get('reason') or ''}".strip()
     text = f"Message {sid} ended with status '{outcome.get('finalStatus')}' ({error})"

@@ -17,7 +17,7 @@ from airflow.sdk import DAG, Param, TriggerRule
 
 from twilio_messaging import dag_tasks
 from twilio_messaging.arazzo import doc_md
-from twilio_messaging.connection import DEFAULT_CONN_ID
+from twilio_messaging.connection import API_POOL, DEFAULT_CONN_ID
 from twilio_messaging.validation import PARAM_SCHEMAS, REQUIRED_PARAMS
 from twilio_messaging.workflow import tracking_settings
 
@@ -60,6 +60,7 @@ with DAG(
     send_message = PythonOperator(
         task_id=dag_tasks.SEND_TASK,
         python_callable=dag_tasks.send_message,
+        pool=API_POOL,  # bounds Twilio concurrency together with the batch DAG
         retries=2,  # only after Twilio was unreachable; a retry looks for the message before sending
         retry_delay=timedelta(minutes=1),
         execution_timeout=timedelta(minutes=10),  # the client's own retry budget is about 2 minutes
@@ -74,6 +75,7 @@ with DAG(
         response_check=dag_tasks.check_status,
         response_error_codes_allowlist=dag_tasks.TRANSIENT_HTTP_CODES,
         mode="reschedule",
+        pool=API_POOL,
         poke_interval=TRACKING.poke_interval,
         timeout=TRACKING.timeout,
         exponential_backoff=TRACKING.exponential_backoff,
@@ -87,10 +89,14 @@ with DAG(
         task_id=dag_tasks.BRANCH_TASK,
         python_callable=dag_tasks.choose_end,
         trigger_rule=TriggerRule.ALL_DONE,
+        retries=2,  # idempotent; survives a lost worker
         doc_md="Routes to delivered or failed; a failed or timed-out checkStatus leads to failed.",
     )
 
-    delivered = PythonOperator(task_id=dag_tasks.DELIVERED_TASK, python_callable=dag_tasks.report_delivered)
+    # Idempotent: a retry after a lost worker publishes the same outputs. `failed` fails on purpose, no retry.
+    delivered = PythonOperator(
+        task_id=dag_tasks.DELIVERED_TASK, python_callable=dag_tasks.report_delivered, retries=2
+    )
     failed = PythonOperator(task_id=dag_tasks.FAILED_TASK, python_callable=dag_tasks.report_failed)
 
     send_message >> check_status >> route >> [delivered, failed]

@@ -12,6 +12,8 @@ from twilio_messaging.validation import ACCOUNT_SID_RE
 log = logging.getLogger(__name__)
 
 DEFAULT_CONN_ID = "twilio_default"
+# The Airflow pool that bounds Twilio API concurrency across every run of every DAG.
+API_POOL = "twilio_api"
 TWILIO_API_URL = "https://api.twilio.com"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 

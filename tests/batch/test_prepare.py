@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from twilio_messaging.batch.prepare import DUPLICATE, INVALID, OPTED_OUT, Sender, chunked, prepare_batch
 from twilio_messaging.batch.recipients import (
     RecipientsError,
+    allowed_data_dirs,
     load_opt_out,
     load_rows,
     normalise_number,
@@ -282,3 +283,29 @@ def test_the_json_sample_prepares():
         "+15550100002",
         "whatsapp:+15550100003",
     ]
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd.csv", "../../../../etc/hosts.csv", "include/../pyproject.csv"])
+def test_files_outside_the_data_folders_are_refused(tmp_path, monkeypatch, path):
+    monkeypatch.delenv("TWILIO_BATCH_DATA_DIRS", raising=False)
+    (tmp_path / "include").mkdir()
+    allowed = allowed_data_dirs(tmp_path)
+    assert allowed == [(tmp_path / "include").resolve()]
+    with pytest.raises(RecipientsError) as info:
+        resolve_path(path, [tmp_path], allowed, "opt_out_path")
+    assert info.value.field == "opt_out_path"
+    assert "must be a file inside" in str(info.value) and "TWILIO_BATCH_DATA_DIRS" in str(info.value)
+
+
+def test_data_folders_come_from_the_environment(tmp_path, monkeypatch):
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "ok.csv").write_text("to\n")
+    other = tmp_path / "exports"
+    other.mkdir()
+    assert (
+        resolve_path("include/ok.csv", [tmp_path], allowed_data_dirs(tmp_path)) == tmp_path / "include/ok.csv"
+    )
+    monkeypatch.setenv("TWILIO_BATCH_DATA_DIRS", str(other))
+    assert resolve_path(str(other / "r.csv"), [tmp_path], allowed_data_dirs(tmp_path)) == other / "r.csv"
+    with pytest.raises(RecipientsError):
+        resolve_path("include/ok.csv", [tmp_path], allowed_data_dirs(tmp_path))

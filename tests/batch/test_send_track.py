@@ -165,3 +165,24 @@ def test_limiter_waits_out_retry_after():
         return loop.time() - started
 
     assert asyncio.run(run()) >= 0.25
+
+
+def test_unreachable_twilio_is_named_when_the_chunk_gives_up():
+    from scripts.airflow_stack import free_port  # a loopback port with nothing listening
+    from twilio_messaging.batch.send import ChunkIncomplete
+
+    dead = TwilioConnection(
+        base_url=f"http://127.0.0.1:{free_port()}", username="AC" + "0" * 32, secret="secret-not-shown"
+    )
+
+    async def run():
+        client, _ = throttled_client(dead, 2, retry_policy=FAST_RETRIES)
+        async with client:
+            await send_rows(client, rows(2), SENDER, concurrency=2, give_up_after=0.5)
+
+    with pytest.raises(ChunkIncomplete) as info:
+        asyncio.run(run())
+    text = str(info.value)
+    assert "2 of 2 messages could not be sent" in text
+    assert "Twilio was unreachable" in text and "127.0.0.1" in text
+    assert "secret-not-shown" not in text

@@ -123,3 +123,11 @@ def test_params_have_titles_descriptions_and_only_to_is_required(dag):
 
     required = {name for name in params if params.get_param(name).value is NOTSET}
     assert required == {"to"}
+
+
+def test_twilio_calls_share_the_pool_and_idempotent_tasks_survive_a_lost_worker(dag):
+    for task_id in ("sendMessage", "checkStatus"):
+        assert dag.get_task(task_id).pool == "twilio_api", task_id
+    assert dag.get_task("routeByStatus").retries >= 1
+    assert dag.get_task("delivered").retries >= 1
+    assert dag.get_task("failed").retries == 0  # it fails the run on purpose

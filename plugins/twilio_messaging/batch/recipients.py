@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -46,16 +47,44 @@ def bare_number(address: str) -> str:
     return address.split(":", 1)[1] if ":" in address else address
 
 
-def resolve_path(path: str | Path, base_dirs: Iterable[Path]) -> Path:
-    """An absolute path as is; a relative one from the first base directory where it exists."""
+DATA_DIRS_ENV = "TWILIO_BATCH_DATA_DIRS"
+
+
+def allowed_data_dirs(project_dir: Path) -> list[Path]:
+    """Folders recipients and opt-out files may come from: ``$TWILIO_BATCH_DATA_DIRS`` or ``include/``."""
+    raw = os.environ.get(DATA_DIRS_ENV, "")
+    dirs = [Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip()]
+    return [d.resolve() for d in (dirs or [project_dir / "include"])]
+
+
+def resolve_path(
+    path: str | Path,
+    base_dirs: Iterable[Path],
+    allowed_dirs: Iterable[Path] | None = None,
+    field: str = "recipients_path",
+) -> Path:
+    """An absolute path as is; a relative one from the first base directory where it exists.
+
+    With ``allowed_dirs``, the file must lie inside one of them: a conf must not be able to make a worker
+    read (and echo in an error) any file it can reach, such as ``/etc/passwd`` or ``../../secrets.json``.
+    """
     candidate = Path(path).expanduser()
     if candidate.is_absolute():
-        return candidate
-    bases = list(base_dirs)
-    for base in bases:
-        if (base / candidate).exists():
-            return base / candidate
-    return (bases[0] / candidate) if bases else candidate
+        found = candidate
+    else:
+        bases = list(base_dirs)
+        found = next((base / candidate for base in bases if (base / candidate).exists()), None)
+        if found is None:
+            found = (bases[0] / candidate) if bases else candidate
+    if allowed_dirs is not None:
+        allowed = list(allowed_dirs)
+        real = found.resolve()
+        if not any(real.is_relative_to(folder) for folder in allowed):
+            folders = ", ".join(str(folder) for folder in allowed)
+            raise RecipientsError(
+                field, f"must be a file inside {folders} (set {DATA_DIRS_ENV} to allow other folders)"
+            )
+    return found
 
 
 def _flat_row(raw: Any, where: str) -> dict[str, Any]:

@@ -58,6 +58,7 @@ async def send_rows(
         queue.put_nowait(row)
     results: dict[int, dict[str, Any]] = {}
     unsent: list[tuple[int, str]] = []
+    last_unreachable: list[str] = []  # why Twilio could not be reached, for the failure message
     deadline = time.monotonic() + give_up_after
 
     async def send_one(number: int, to: str, body: str) -> None:
@@ -79,6 +80,7 @@ async def send_rows(
                 since = since or started
                 delay = _ROW_BACKOFF.backoff(retry)
                 if time.monotonic() + delay > deadline:
+                    last_unreachable[:] = [str(exc)]
                     log.error("Row %s (%s) not sent before the chunk deadline: %s", number, to, exc)
                     unsent.append((number, to))
                     return
@@ -109,5 +111,6 @@ async def send_rows(
         raise ChunkIncomplete(
             f"{len(unsent)} of {len(rows)} messages could not be sent before the deadline ({shown}"
             f"{', ...' if len(unsent) > 10 else ''}); a retry of this task looks them up before sending"
+            + (f". Twilio was unreachable: {last_unreachable[0]}" if last_unreachable else "")
         )
     return [results[number] for number, _, _ in rows]

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from twilio_messaging.connection import API_POOL
+
 
 def _number(names: tuple[str, ...], default: float) -> float:
     for name in names:
@@ -52,7 +54,7 @@ class BatchSettings:
         poke = _number(("TWILIO_BATCH_POKE_INTERVAL", "TWILIO_POKE_INTERVAL"), 60.0)
         return cls(
             schedule=None if schedule.lower() in ("", "none", "null") else schedule,
-            pool=os.environ.get("TWILIO_BATCH_POOL", "twilio_api").strip() or "twilio_api",
+            pool=os.environ.get("TWILIO_BATCH_POOL", API_POOL).strip() or API_POOL,
             concurrency=int(_number(("TWILIO_BATCH_CONCURRENCY",), 10)),
             poke_interval=poke,
             first_fetch_after=_number(("TWILIO_BATCH_FIRST_FETCH_AFTER",), poke),

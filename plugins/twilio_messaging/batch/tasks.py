@@ -16,7 +16,13 @@ from typing import Any
 
 from twilio_messaging.batch import report
 from twilio_messaging.batch.prepare import Sender, prepare_batch
-from twilio_messaging.batch.recipients import load_opt_out, load_rows, resolve_path, rows_from_list
+from twilio_messaging.batch.recipients import (
+    allowed_data_dirs,
+    load_opt_out,
+    load_rows,
+    resolve_path,
+    rows_from_list,
+)
 from twilio_messaging.batch.send import ACCOUNT_WIDE_STATUSES, send_rows
 from twilio_messaging.batch.settings import BatchSettings
 from twilio_messaging.batch.throttle import throttled_client
@@ -56,18 +62,20 @@ def concurrency_from_params(params: Mapping[str, Any], settings: BatchSettings) 
 
 def prepare(params: Mapping[str, Any], settings: BatchSettings, base_dirs: Sequence[Path]) -> dict[str, Any]:
     """Load, validate, dedupe, apply opt-outs and chunk. Raises ``InvalidInput`` for batch-wide problems."""
+    allowed = allowed_data_dirs(base_dirs[0])
     if params.get("recipients"):
         rows = rows_from_list(params["recipients"], "recipients")
         source = "conf 'recipients'"
     elif params.get("recipients_path"):
-        path = resolve_path(params["recipients_path"], base_dirs)
+        path = resolve_path(params["recipients_path"], base_dirs, allowed)
         rows = load_rows(path)
         source = str(path)
     else:
         raise InvalidInput("recipients_path", "give a recipients file path or a 'recipients' list")
     opt_out_path = params.get("opt_out_path")
     opt_out = load_opt_out(
-        resolve_path(opt_out_path, base_dirs) if opt_out_path else None, params.get("opt_out") or ()
+        resolve_path(opt_out_path, base_dirs, allowed, "opt_out_path") if opt_out_path else None,
+        params.get("opt_out") or (),
     )
     chunk_size = params.get("chunk_size") or 500
     prepared = prepare_batch(

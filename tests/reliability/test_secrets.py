@@ -70,6 +70,7 @@ def test_no_failure_path_leaks_the_token(rel, monkeypatch, capfd, fast_backoff, 
 
     captured = capfd.readouterr()
     output = captured.out + captured.err
+    assert "sendMessage" in output, "the task output was not captured: searching it would prove nothing"
     # The control: a conf key holding the token is echoed in the refusal (it is the user's own input), so
     # the same search over the same places must find it there.
     control = fresh_dag().test(run_conf={"to": "+15553100008", "from": SENDER, "body": "control", TOKEN: "x"})

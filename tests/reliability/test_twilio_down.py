@@ -42,7 +42,7 @@ def switched(monkeypatch, airflow_db) -> Iterator[tuple[object, TwilioSwitch]]:
             switch.close()
 
 
-def test_outage_then_back_completes_with_exactly_one_message(switched, capfd, monkeypatch):
+def test_outage_then_back_completes_with_exactly_one_message(switched, monkeypatch):
     sandbox, switch = switched
     timeline: list[str] = []
     refusals: list[float] = []
@@ -84,16 +84,16 @@ def test_outage_then_back_completes_with_exactly_one_message(switched, capfd, mo
     assert sandbox.stats()["requests"]["create"] == 1
     assert xcom(run, "delivered", "finalStatus") == "delivered"
     assert xcom(run, "delivered", "messageSid") == message["sid"]
-    output = capfd.readouterr().out
-    retried = [line for line in output.splitlines() if "Creating the message failed" in line]
-    # The client backed off and retried within the task, knowing that nothing was created.
-    assert len(retried) >= 2 and all("ConnectError" in x and "nothing was created" in x for x in retried)
+    # The client backed off and retried within the task (try 1, one create): a refused connection sends
+    # nothing. Counted from what the transport saw, not from log output (its capture depends on logging
+    # set-up). Backoff delays of about 0.5-1 s then 1-2 s fit three refusals into the outage.
+    assert len(refusals) >= 3, refusals
     gaps = [b - a for a, b in itertools.pairwise(refusals)]
     assert max(gaps) > min(gaps), "no backoff between attempts"
     assert try_numbers(run)["sendMessage"] == 1
     print(
         f"\nOUTAGE: {OUTAGE_S:.0f}s down at send, 2.5s down while polling; run {run.state}; "
-        f"{len(refusals)} refused connections; send retries {len(retried)}; tries {try_numbers(run)}; "
+        f"{len(refusals)} refused connections; tries {try_numbers(run)}; "
         "1 message"
     )
 

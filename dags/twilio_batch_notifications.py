@@ -81,7 +81,10 @@ with DAG(
             "include/recipients_sample.csv",
             type=["null", "string"],
             title="Recipients file",
-            description="CSV with a 'to' column or JSON list of objects, relative to the project root.",
+            description=(
+                "CSV with a 'to' column or JSON list of objects, relative to the project root; "
+                "it must lie in include/ (or a folder in $TWILIO_BATCH_DATA_DIRS)."
+            ),
         ),
         "recipients": Param(
             None,

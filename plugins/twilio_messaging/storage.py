@@ -1,0 +1,86 @@
+"""Where the project keeps run data that must outlive a task: one object-storage base, laid out per run.
+
+    <TWILIO_STORAGE>/<dag_id>/<run_id>/...
+
+The base is an Airflow ``ObjectStoragePath`` URL: ``file://`` (the default, under ``$AIRFLOW_HOME``) on one
+machine, ``s3://…`` or ``gs://…`` (install the matching Airflow provider) when tasks run on several hosts.
+Every write is atomic, so a task killed half-way never leaves a partial file that a retry would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+
+STORAGE_ENV = "TWILIO_STORAGE"
+_DEFAULT_DIR = "twilio_messaging"
+# Run ids hold ':' and '+' (manual__2026-12-02T00:00:00+00:00); keep them readable but safe in any store.
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
+
+
+def storage_base(environ: Mapping[str, str] | None = None) -> ObjectStoragePath:
+    """The configured base (``$TWILIO_STORAGE``), else ``file://$AIRFLOW_HOME/twilio_messaging``."""
+    env = os.environ if environ is None else environ
+    url = env.get(STORAGE_ENV, "").strip()
+    if not url:
+        home = env.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+        url = "file://" + os.path.join(os.path.abspath(home), _DEFAULT_DIR)
+    return ObjectStoragePath(url.rstrip("/"))
+
+
+def safe_name(value: str) -> str:
+    """A path segment for an id: unsafe characters become ``_``; never empty, never ``.``/``..``."""
+    name = _UNSAFE.sub("_", value)
+    return name if name.strip(".") else f"_{name}"
+
+
+def run_path(dag_id: str, run_id: str, base: ObjectStoragePath | None = None) -> ObjectStoragePath:
+    """The folder of one DAG run."""
+    return (base or storage_base()) / safe_name(dag_id) / safe_name(run_id)
+
+
+def _is_local(path: ObjectStoragePath) -> bool:
+    return path.protocol in ("file", "local", "")
+
+
+def write_bytes_atomic(path: ObjectStoragePath, data: bytes) -> ObjectStoragePath:
+    """Write ``data`` so readers see the old file or the whole new one, never a part.
+
+    Locally: a temporary sibling, fsync, then rename (atomic on POSIX). On object stores a single PUT is
+    already all-or-nothing, so the object is written directly.
+    """
+    if not _is_local(path):
+        path.write_bytes(data)
+        return path
+    local = path.path
+    directory = os.path.dirname(local)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(local)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, local)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json_atomic(path: ObjectStoragePath, value: Any) -> ObjectStoragePath:
+    return write_bytes_atomic(path, json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
+
+
+def read_json(path: ObjectStoragePath, default: Any = None) -> Any:
+    """The JSON value at ``path``, or ``default`` when there is no such file."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return default

@@ -100,7 +100,7 @@ def test_every_status_change_after_the_first_is_posted_and_signed(api, receiver)
     assert "RawDlrDoneDate" in calls[-1]["form"]
     time.sleep(0.2)
     assert len(receiver.calls) == 3  # nothing for the initial status, nothing twice
-    assert api.sb.stats()["callbacks"] == {"sent": 3, "failed": 0}
+    assert api.sb.stats()["callbacks"] == {"sent": 3, "failed": 0, "blocked": 0}
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_messaging_service_callbacks_name_the_service(api, receiver):
 
 
 def test_callbacks_are_signed_with_the_configured_token(receiver):
-    from tests.fake_twilio.testing import run_sandbox
+    from sandbox.testing import run_sandbox
     from tests.sandbox.conftest import Api
 
     with run_sandbox("--step-delay", "0", auth_token="tok-123") as sb:
@@ -156,6 +156,6 @@ def test_an_unreachable_callback_url_never_harms_the_server(api, receiver):
     deadline = time.monotonic() + 10
     while api.sb.stats()["callbacks"]["failed"] < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert api.sb.stats()["callbacks"] == {"sent": 0, "failed": 3}
+    assert api.sb.stats()["callbacks"] == {"sent": 0, "failed": 3, "blocked": 0}
     assert api.get(sid)["status"] == "delivered"
     assert api.sb.health() == {"status": "ok"}

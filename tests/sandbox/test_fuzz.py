@@ -7,6 +7,10 @@ schemas (formats, patterns, enums, ranges), mixed with arbitrary text and the UR
 crashed the sandbox; examples are bounded and derandomized so ``make test`` stays quick and reproducible.
 The URLs include ``https://example.com``: the callback allowlist (loopback only) keeps the sandbox from
 calling it.
+
+Why Hypothesis rather than schemathesis: schemathesis 4.32.5 installs here, but it adds seven packages
+(werkzeug, graphql-core, jsonschema-rs, ...) and a pytest plugin that loads in every session of the whole
+suite; Hypothesis is already pinned, and the strategies below read the same OpenAPI document.
 """
 
 from __future__ import annotations

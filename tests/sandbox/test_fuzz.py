@@ -16,6 +16,7 @@ suite; Hypothesis is already pinned, and the strategies below read the same Open
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from datetime import UTC, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -145,7 +146,7 @@ def check(response: httpx.Response) -> Any:
 
 
 @pytest.fixture
-def fuzz_api(clean_sandbox) -> Api:
+def fuzz_api(clean_sandbox) -> Iterator[Api]:
     client = Api(clean_sandbox)
     yield client
     client.close()

@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt re
 
 SANDBOX_PORT ?= 8099
 PYTEST_ARGS ?=
+SANDBOX_ARGS ?=
 
 .PHONY: help venv test lint format sandbox demo up down bench soak screenshots lock clean
 
@@ -43,7 +44,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 sandbox: $(STAMP)
-	$(BIN)/python -m tests.fake_twilio --host 127.0.0.1 --port $(SANDBOX_PORT)
+	$(BIN)/python -m sandbox --host 127.0.0.1 --port $(SANDBOX_PORT) $(SANDBOX_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m scripts.stack demo

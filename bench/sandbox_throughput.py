@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fake_twilio.testing import run_sandbox
+from sandbox.testing import run_sandbox
 
 FLOOR_RPS = 1500.0
 

@@ -37,6 +37,9 @@ def create_form(request: MessageRequest) -> dict[str, str | list[str]]:
         form["MediaUrl"] = list(request.media_urls)
     if request.status_callback:
         form["StatusCallback"] = request.status_callback
+    if request.send_at:
+        form["ScheduleType"] = "fixed"
+        form["SendAt"] = request.send_at
     return form
 
 

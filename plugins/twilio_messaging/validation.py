@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 E164 = r"\+[1-9][0-9]{1,14}"
@@ -25,6 +26,8 @@ MESSAGE_SID_PATTERN = r"^(?:SM|MM)[0-9a-fA-F]{32}$"
 BODY_MAX_CHARS = 1600
 MEDIA_MAX_URLS = 10
 URL_MAX_CHARS = 2048
+# Twilio schedules a message more than 5 minutes and at most 35 days ahead (errors/35114, sandbox/README.md).
+SEND_AT_WINDOW = (timedelta(minutes=5), timedelta(days=35))
 
 ACCOUNT_SID_RE = re.compile(ACCOUNT_SID_PATTERN)
 MESSAGE_SID_RE = re.compile(MESSAGE_SID_PATTERN)
@@ -46,6 +49,11 @@ RULES: dict[str, str] = {
     "messagingServiceSid": "must match ^MG followed by 32 hex digits",
     "from/messagingServiceSid": "exactly one of 'from' and 'messagingServiceSid' is required",
     "body/mediaUrl": "at least one of 'body' and 'mediaUrl' is required",
+    "sendAt": (
+        "must be an ISO 8601 date-time with a time zone, e.g. 2026-12-24T09:00:00Z, more than 5 minutes "
+        "and at most 35 days ahead"
+    ),
+    "sendAt/messagingServiceSid": "a scheduled message (sendAt) needs 'messagingServiceSid'",
 }
 
 # JSON Schema per workflow input, used for the DAG Params (the trigger form and trigger-time validation).
@@ -109,6 +117,16 @@ PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
         "title": "Messaging Service SID",
         "description": "Optional Messaging Service (MG...) that picks the sender; use it instead of From.",
     },
+    "sendAt": {
+        "type": ["null", "string"],
+        "title": "Send at (scheduled)",
+        "description": (
+            "Optional: schedule the message for this time, ISO 8601 with a time zone "
+            "(2026-12-24T09:00:00Z), more than 5 minutes and at most 35 days ahead. Needs Messaging Service "
+            "SID (checked when the run starts). The status stays 'scheduled' until then; checkStatus keeps "
+            "tracking it within TWILIO_STATUS_TIMEOUT, counted from the send."
+        ),
+    },
 }
 REQUIRED_PARAMS: tuple[str, ...] = ("to",)
 WORKFLOW_INPUTS: frozenset[str] = frozenset(PARAM_SCHEMAS)
@@ -133,6 +151,7 @@ class MessageRequest:
     media_urls: tuple[str, ...] = ()
     status_callback: str | None = None
     messaging_service_sid: str | None = None
+    send_at: str | None = None  # UTC, YYYY-MM-DDTHH:MM:SSZ; sent as ScheduleType=fixed + SendAt
 
 
 def _blank(value: Any) -> bool:
@@ -169,6 +188,7 @@ def validate_message(
     media_url: Any = None,
     status_callback: Any = None,
     messaging_service_sid: Any = None,
+    send_at: Any = None,
 ) -> MessageRequest:
     """Check every field and the cross-field rules; empty optional values count as absent."""
     if _blank(to):
@@ -197,6 +217,7 @@ def validate_message(
         _check("statusCallback", status_callback, _URL_RE)
         if len(status_callback) > URL_MAX_CHARS:
             raise InvalidInput("statusCallback", RULES["statusCallback"])
+    send_at = None if _blank(send_at) else _send_at(send_at, messaging_service_sid)
     return MessageRequest(
         to=to,
         from_=from_,
@@ -204,7 +225,24 @@ def validate_message(
         media_urls=media,
         status_callback=status_callback,
         messaging_service_sid=messaging_service_sid,
+        send_at=send_at,
     )
+
+
+def _send_at(value: Any, messaging_service_sid: str | None, now: datetime | None = None) -> str:
+    """SendAt in the UTC form Twilio documents, after Twilio's own checks (service, window)."""
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise InvalidInput("sendAt", RULES["sendAt"])
+    if messaging_service_sid is None:
+        raise InvalidInput("sendAt/messagingServiceSid", RULES["sendAt/messagingServiceSid"])
+    ahead = when - (now or datetime.now(UTC))
+    if not SEND_AT_WINDOW[0] < ahead <= SEND_AT_WINDOW[1]:
+        raise InvalidInput("sendAt", f"{RULES['sendAt']}; {value} is {ahead.total_seconds():.0f} s from now")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _media_urls(value: Any) -> tuple[str, ...]:
@@ -238,4 +276,5 @@ def validate_inputs(inputs: Mapping[str, Any]) -> MessageRequest:
         media_url=inputs.get("mediaUrl"),
         status_callback=inputs.get("statusCallback"),
         messaging_service_sid=inputs.get("messagingServiceSid"),
+        send_at=inputs.get("sendAt"),
     )

@@ -26,7 +26,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.fake_twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -534,11 +534,11 @@ def test_sandbox_runs_under_its_profile_from_the_same_image(services) -> None:
     sandbox = services[SANDBOX]
     assert sandbox["profiles"] == [SANDBOX_PROFILE]
     assert sandbox["image"] == services[APISERVER]["image"] and sandbox["build"] == "."
-    assert sandbox["command"][:3] == ["python", "-m", "tests.fake_twilio"]
+    assert sandbox["command"][:3] == ["python", "-m", "sandbox"]
     argv = sandbox["command"]
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
     mounts = [interpolate(volume, {}).split(":") for volume in sandbox["volumes"]]
-    assert ["./tests", "/opt/airflow/tests", "ro"] in mounts
+    assert ["./sandbox", "/opt/airflow/sandbox", "ro"] in mounts
     assert sandbox["working_dir"] == "/opt/airflow"
     for name, service in services.items():
         if name != SANDBOX:

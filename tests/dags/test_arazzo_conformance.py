@@ -25,7 +25,7 @@ RELAXED_INPUTS = {
     "from": "or messagingServiceSid (exactly one of them)",
     "body": "or mediaUrl (at least one of them)",
 }
-EXTRA_INPUTS = {"mediaUrl", "messagingServiceSid"}
+EXTRA_INPUTS = {"mediaUrl", "messagingServiceSid", "sendAt"}
 
 
 @pytest.fixture(scope="module")

@@ -114,6 +114,7 @@ def test_params_have_titles_descriptions_and_only_to_is_required(dag):
         "statusCallback",
         "mediaUrl",
         "messagingServiceSid",
+        "sendAt",
     }
     for name in params:
         param = params.get_param(name)

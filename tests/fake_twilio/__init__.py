@@ -1,15 +1,18 @@
-"""A contract-true fake of Twilio's Messages API (2010-04-01), for tests, the demo and the benchmarks.
+"""Deprecated alias of the top-level ``sandbox`` package, kept for one release.
 
-Run it with ``python -m tests.fake_twilio --port 8099``; see README.md in this folder.
+The Twilio sandbox moved to ``sandbox/`` (run it with ``python -m sandbox``). ``python -m tests.fake_twilio``
+and ``from tests.fake_twilio.testing import run_sandbox`` keep working until the next release.
 """
 
 from __future__ import annotations
 
-DEFAULT_ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
-DEFAULT_AUTH_TOKEN = "sandbox-auth-token"
-DEFAULT_API_KEY_SID = "SK0123456789abcdef0123456789abcdef"
-DEFAULT_API_KEY_SECRET = "sandbox-api-key-secret"
-API_VERSION = "2010-04-01"
+from sandbox import (
+    API_VERSION,
+    DEFAULT_ACCOUNT_SID,
+    DEFAULT_API_KEY_SECRET,
+    DEFAULT_API_KEY_SID,
+    DEFAULT_AUTH_TOKEN,
+)
 
 __all__ = [
     "API_VERSION",

@@ -6,16 +6,15 @@ import functools
 import json
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from openapi_schema_validator import OAS30Validator
 
-from tests.fake_twilio.testing import Sandbox, run_sandbox
+from sandbox.testing import REPO, Sandbox, run_sandbox
 
-SPEC_PATH = Path(__file__).resolve().parents[1] / "fake_twilio" / "openapi" / "twilio_api_v2010.json"
+SPEC_PATH = REPO / "sandbox" / "openapi" / "twilio_api_v2010.json"
 MESSAGES_PATH = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 GOOD_FROM = "+15005550006"
 SLOW_STEP = 0.25

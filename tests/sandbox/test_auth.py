@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.fake_twilio.testing import run_sandbox
+from sandbox.testing import run_sandbox
 from tests.sandbox.conftest import Api, assert_error, assert_page
 
 

@@ -100,7 +100,7 @@ def test_every_status_change_after_the_first_is_posted_and_signed(api, receiver)
     assert "RawDlrDoneDate" in calls[-1]["form"]
     time.sleep(0.2)
     assert len(receiver.calls) == 3  # nothing for the initial status, nothing twice
-    assert api.sb.stats()["callbacks"] == {"sent": 3, "failed": 0}
+    assert api.sb.stats()["callbacks"] == {"sent": 3, "failed": 0, "blocked": 0}
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_messaging_service_callbacks_name_the_service(api, receiver):
 
 
 def test_callbacks_are_signed_with_the_configured_token(receiver):
-    from tests.fake_twilio.testing import run_sandbox
+    from sandbox.testing import run_sandbox
     from tests.sandbox.conftest import Api
 
     with run_sandbox("--step-delay", "0", auth_token="tok-123") as sb:
@@ -156,6 +156,38 @@ def test_an_unreachable_callback_url_never_harms_the_server(api, receiver):
     deadline = time.monotonic() + 10
     while api.sb.stats()["callbacks"]["failed"] < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert api.sb.stats()["callbacks"] == {"sent": 0, "failed": 3}
+    assert api.sb.stats()["callbacks"] == {"sent": 0, "failed": 3, "blocked": 0}
     assert api.get(sid)["status"] == "delivered"
     assert api.sb.health() == {"status": "ok"}
+
+
+def test_a_non_loopback_callback_is_never_attempted(api):
+    """The default allowlist is loopback: a fuzzer's or a user's https://example.com is not called."""
+    sid = api.send(StatusCallback="https://example.com/status")["sid"]
+    # Refused at creation, before any timer fires: nothing is scheduled for that host.
+    assert api.sb.stats()["callbacks"] == {"sent": 0, "failed": 0, "blocked": 1}
+    assert api.get(sid)["status"] == "delivered"  # the message itself is unaffected
+    time.sleep(0.3)
+    # An attempt would have ended as "failed" (no route out of this machine): there was none.
+    assert api.sb.stats()["callbacks"] == {"sent": 0, "failed": 0, "blocked": 1}
+    assert "https://example.com/status is not an allowed host" in api.sb.log()
+
+
+def test_the_allowlist_rules():
+    from sandbox.callbacks import CallbackAllowlist
+
+    default = CallbackAllowlist()
+    for url in ("http://127.0.0.1:9/x", "http://127.0.0.5/x", "http://[::1]:8080/x", "http://localhost/x"):
+        assert default.allows(url), url
+    for url in (
+        "https://example.com",
+        "http://10.0.0.1/x",
+        "http://[::1",
+        "not a url",
+        "http://hooks.internal",
+    ):
+        assert not default.allows(url), url
+    extended = CallbackAllowlist(("hooks.internal",))
+    assert extended.allows("http://hooks.internal:8080/cb") and not extended.allows("https://example.com")
+    assert extended.describe() == "loopback, hooks.internal"
+    assert CallbackAllowlist(("*",)).allows("https://example.com")

@@ -1,27 +1,53 @@
-"""The command line: start-up banner with credentials and URL, flag validation."""
+"""The command line: start-up banner (no secrets) and URL, flag validation, the old module name."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from tests.fake_twilio.testing import REPO, run_sandbox
+from sandbox import DEFAULT_API_KEY_SECRET, DEFAULT_AUTH_TOKEN
+from sandbox.testing import REPO, run_sandbox
 
 
-def test_startup_prints_credentials_and_the_listening_url():
-    with run_sandbox("--profile", "realistic", "--latency-ms", "5", auth_token="tok-xyz") as sb:
+def test_startup_prints_the_settings_and_the_listening_url_but_no_secret():
+    with run_sandbox(
+        "--profile", "realistic", "--latency-ms", "5", "--sender-mps", "2", "--time-scale", "60",
+        auth_token="tok-xyz-secret", api_key_secret="key-secret-abc",
+    ) as sb:  # fmt: skip
         log = sb.log()
     assert "Account SID : AC0123456789abcdef0123456789abcdef" in log
-    assert "Auth token  : tok-xyz" in log
-    assert "API key     : SK0123456789abcdef0123456789abcdef / sandbox-api-key-secret" in log
+    # issue 14 point 9: the banner lands in .demo/process-logs/sandbox.log, so no token or secret in it.
+    assert "tok-xyz-secret" not in log and "key-secret-abc" not in log
+    assert "Auth token  : not shown (set with --auth-token; see Credentials in sandbox/README.md)" in log
+    assert "API key     : SK0123456789abcdef0123456789abcdef (secret not shown: set with" in log
     assert "Step delay  : 3 s (jitter 0.6, profile realistic)" in log
+    assert "Clock       : x60; sender queue 2 segments/s per sender" in log
     assert "'latency_ms': 5" in log
     assert f"Listening on {sb.base_url}" in log
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def test_the_default_credentials_are_not_printed_either():
+    with run_sandbox() as sb:
+        log = sb.log()
+    assert DEFAULT_AUTH_TOKEN not in log and DEFAULT_API_KEY_SECRET not in log
+    assert "Auth token  : not shown (the default; see Credentials in sandbox/README.md)" in log
+    readme = (REPO / "sandbox" / "README.md").read_text()
+    assert f"`{DEFAULT_AUTH_TOKEN}`" in readme  # where the banner says the credentials are documented
+
+
+def test_the_old_module_name_still_runs_the_sandbox():
+    """``python -m tests.fake_twilio`` is kept as an alias for one release."""
+    result = run_cli("--help", module="tests.fake_twilio")
+    assert result.returncode == 0 and "python -m tests.fake_twilio" in result.stdout
+    assert "--sender-mps" in result.stdout
+    from tests.fake_twilio.testing import run_sandbox as old_run_sandbox
+
+    assert old_run_sandbox is run_sandbox
+
+
+def run_cli(*args: str, module: str = "sandbox") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tests.fake_twilio", *args],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -43,6 +69,7 @@ def test_help_lists_every_flag():
     for flag in [
         "--host", "--port", "--account-sid", "--auth-token", "--api-key-sid", "--api-key-secret", "--profile",
         "--step-delay", "--jitter", "--latency-ms", "--rate-429", "--rate-5xx", "--rate-lost-response",
-        "--lost-response-mode", "--concurrency-limit", "--retry-after", "--seed",
+        "--lost-response-mode", "--concurrency-limit", "--retry-after", "--seed", "--time-scale",
+        "--sender-mps", "--sender-max-backlog", "--callback-allow",
     ]:  # fmt: skip
         assert flag in out

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.fake_twilio.testing import run_sandbox
+from sandbox.testing import run_sandbox
 from tests.sandbox.conftest import Api, assert_error, assert_message, assert_page
 
 

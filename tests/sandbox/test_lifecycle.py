@@ -8,7 +8,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from tests.fake_twilio.lifecycle import DELIVERED, ERROR_MESSAGES, PROFILES, build_timeline
+from sandbox.lifecycle import DELIVERED, ERROR_MESSAGES, PROFILES, build_timeline
 from tests.sandbox.conftest import SLOW_NUMBER, SLOW_STEP, assert_error
 
 

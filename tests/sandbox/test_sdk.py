@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -81,3 +82,55 @@ def test_cancel_and_redact_through_the_sdk(client):
         client.messages(sid).update(status="canceled")
     assert late.value.code == 30409
     assert client.messages(sid).delete() is True
+
+
+def sdk_client(sb) -> Client:
+    c = Client(sb.account_sid, sb.auth_token, environment={}, http_client=TwilioHttpClient(timeout=10))
+    c.api.base_url = sb.base_url
+    return c
+
+
+def test_a_scheduled_message_through_the_sdk(client):
+    service = "MG0123456789abcdef0123456789abcdef"
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    created = client.messages.create(
+        to="+15551230000", messaging_service_sid=service, body="later", schedule_type="fixed", send_at=when
+    )
+    assert created.status == "scheduled" and created.date_sent is None
+    assert client.messages(created.sid).fetch().status == "scheduled"
+    assert client.messages(created.sid).update(status="canceled").status == "canceled"
+    with pytest.raises(TwilioRestException) as too_soon:
+        client.messages.create(
+            to="+15551230000",
+            messaging_service_sid=service,
+            body="now",
+            schedule_type="fixed",
+            send_at=datetime.now(UTC) + timedelta(seconds=30),
+        )
+    assert (too_soon.value.status, too_soon.value.code) == (400, 35114)
+    with pytest.raises(TwilioRestException) as no_service:
+        client.messages.create(
+            to="+15551230000", from_="+15005550006", body="x", schedule_type="fixed", send_at=when
+        )
+    assert no_service.value.code == 35118
+
+
+def test_a_scheduled_message_is_delivered_at_send_at_through_the_sdk():
+    from sandbox.testing import run_sandbox
+
+    with run_sandbox("--step-delay", "0", "--time-scale", "600") as sb:
+        c = sdk_client(sb)
+        when = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=7)  # 0.7 s at x600
+        sid = c.messages.create(
+            to="+15551230000",
+            messaging_service_sid="MG0123456789abcdef0123456789abcdef",
+            body="later",
+            schedule_type="fixed",
+            send_at=when,
+        ).sid
+        assert c.messages(sid).fetch().status == "scheduled"
+        deadline = time.monotonic() + 15
+        while (message := c.messages(sid).fetch()).status != "delivered" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert message.status == "delivered"
+    assert abs((message.date_sent - when).total_seconds()) <= 1

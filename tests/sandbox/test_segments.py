@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fake_twilio.segments import count_segments, encoding
+from sandbox.segments import count_segments, encoding
 
 CASES = [
     ("a" * 160, 1),

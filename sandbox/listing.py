@@ -7,30 +7,51 @@ from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from tests.fake_twilio import API_VERSION
-from tests.fake_twilio.errors import TwilioError, invalid_parameter
-from tests.fake_twilio.resources import SERVICE_SENDER, query_string
-from tests.fake_twilio.store import MessageRecord
+from sandbox import API_VERSION
+from sandbox.errors import TwilioError, invalid_parameter
+from sandbox.resources import SERVICE_SENDER, query_string
+from sandbox.store import MessageRecord
 
 FILTER_KEYS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
 
-def parse_date(name: str, value: str) -> date | datetime:
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A DateSent filter value: a GMT day, or an instant (epoch seconds) with its GMT day."""
+
+    day: date
+    epoch: float | None = None  # None for a plain date
+
+
+def _bound(parsed: datetime) -> Bound:
+    """Normalized without datetime arithmetic that can leave years 1-9999 (0001-01-01T00:00+05:00 would)."""
+    epoch = (parsed - EPOCH).total_seconds()
+    try:
+        day = parsed.astimezone(UTC).date()
+    except OverflowError:
+        day = date.min if parsed.year == date.min.year else date.max
+    return Bound(day, epoch)
+
+
+def parse_date(name: str, value: str) -> Bound:
     """A date (``2024-01-05``) or an aware datetime (ISO 8601 as twilio-python sends it, or RFC 2822)."""
     text = value.strip()
     if len(text) == 10:
         try:
-            return date.fromisoformat(text)
+            return Bound(date.fromisoformat(text))
         except ValueError:
             pass
     for parse in (datetime.fromisoformat, parsedate_to_datetime):
         try:
             parsed = parse(text)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError, IndexError):
             continue
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+        return _bound(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
     raise invalid_parameter(
         f"{name} must be a date (YYYY-MM-DD) or a date-time (ISO 8601 or RFC 2822): {value!r}"
     )
@@ -42,7 +63,7 @@ class ListQuery:
     page_size: int
     page: int
     page_token: str | None
-    dates: dict[str, date | datetime]
+    dates: dict[str, Bound]
 
     @classmethod
     def parse(cls, params: list[tuple[str, str]]) -> ListQuery:
@@ -79,15 +100,15 @@ def _matches(record: MessageRecord, query: ListQuery) -> bool:
     sent = _sent_epoch(record)
     sent_day = datetime.fromtimestamp(sent, UTC).date()
     for key, bound in query.dates.items():
-        is_datetime = isinstance(bound, datetime)
         if key == "DateSent":
-            day = bound.astimezone(UTC).date() if is_datetime else bound
-            if sent_day != day:
+            if sent_day != bound.day:
                 return False
         elif key == "DateSent<":
-            if (sent > bound.timestamp()) if is_datetime else (sent_day > bound):
+            if (sent > bound.epoch) if bound.epoch is not None else (sent_day > bound.day):
                 return False
-        elif key == "DateSent>" and ((sent < int(bound.timestamp())) if is_datetime else (sent_day < bound)):
+        elif key == "DateSent>" and (
+            (sent < int(bound.epoch)) if bound.epoch is not None else (sent_day < bound.day)
+        ):
             return False
     return True
 

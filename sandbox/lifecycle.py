@@ -18,6 +18,7 @@ FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled", "r
 CANCELABLE_STATUSES = frozenset({"accepted", "scheduled", "queued"})
 
 ERROR_MESSAGES = {
+    30001: "Queue overflow",
     30003: "Unreachable destination handset",
     30005: "Unknown destination handset",
     30006: "Landline or unreachable carrier",
@@ -36,6 +37,8 @@ class Outcome:
 
 
 DELIVERED = Outcome("delivered")
+# A message that would wait in its sender's queue longer than its ValidityPeriod (sandbox/senders.py).
+EXPIRED = Outcome("failed", 30001, description="failed, error 30001 (queued longer than its ValidityPeriod)")
 
 # Keyed by the last four digits of ``To``. README.md shows this table; keep the two in step.
 OUTCOMES: dict[str, Outcome] = {
@@ -69,23 +72,41 @@ PROFILES: dict[str, Profile] = {
 
 
 def build_timeline(
-    outcome: Outcome, profile: Profile, *, via_service: bool, rng: random.Random
+    outcome: Outcome,
+    profile: Profile,
+    *,
+    via_service: bool,
+    rng: random.Random,
+    scheduled_for: float | None = None,
+    hold: float = 0.0,
+    expires_after: float | None = None,
 ) -> tuple[tuple[float, str], ...]:
-    """The statuses a new message goes through, with their offsets in seconds from creation."""
+    """The statuses a new message goes through, with their offsets in sandbox seconds from creation.
+
+    ``scheduled_for``: a scheduled message, ``scheduled`` until then, ``queued`` from then on.
+    ``hold``: seconds it waits in its sender's queue once ``queued``. ``expires_after``: it never leaves the
+    queue and ends ``failed`` that many seconds after it was queued (its ValidityPeriod ran out).
+    """
 
     def step() -> float:
         jitter = rng.uniform(-profile.jitter, profile.jitter) if profile.jitter else 0.0
         return max(0.0, profile.step_delay * (1.0 + jitter) * outcome.slowness)
 
-    names = ["accepted", "queued"] if via_service else ["queued"]
-    if outcome.final_status == "failed":
-        names += ["sending", "failed"]
+    if scheduled_for is not None:
+        timeline = [(0.0, "scheduled"), (scheduled_for, "queued")]
+    elif via_service:
+        timeline = [(0.0, "accepted"), (step(), "queued")]
     else:
-        names += ["sending", "sent"]
-        if outcome.final_status is not None:
-            names.append(outcome.final_status)
-    offset, timeline = 0.0, [(0.0, names[0])]
-    for name in names[1:]:
+        timeline = [(0.0, "queued")]
+    offset = timeline[-1][0]
+    if expires_after is not None:
+        timeline.append((offset + expires_after, "failed"))
+        return tuple(timeline)
+    offset += hold
+    names = ["sending", "failed"] if outcome.final_status == "failed" else ["sending", "sent"]
+    if outcome.final_status not in (None, "failed"):
+        names.append(outcome.final_status)
+    for name in names:
         offset += step()
         timeline.append((offset, name))
     return tuple(timeline)

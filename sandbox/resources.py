@@ -8,9 +8,9 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote
 
-from tests.fake_twilio import API_VERSION
-from tests.fake_twilio.lifecycle import ERROR_MESSAGES
-from tests.fake_twilio.store import MessageRecord
+from sandbox import API_VERSION
+from sandbox.lifecycle import ERROR_MESSAGES
+from sandbox.store import MessageRecord
 
 PRICE_PER_SEGMENT = 0.0079
 # Sender a Messaging Service picks when the request gave only MessagingServiceSid.
@@ -43,7 +43,8 @@ def render_message(
         status, changed_at = record.state_at(elapsed)
         sent_at = record.sent_offset(elapsed)
     error_code = record.outcome.error_code if status in ("failed", "undelivered") else None
-    accepted = status == "accepted"
+    # Before a Messaging Service has picked a sender (accepted, scheduled), there is no From and no segments.
+    accepted = status in ("accepted", "scheduled")
     segments = "0" if accepted else str(record.num_segments)
     from_ = record.from_ if record.from_ is not None or accepted else SERVICE_SENDER
     price = None

@@ -8,7 +8,9 @@ from typing import Any
 
 REQUEST_KINDS = ("create", "fetch", "list", "update", "delete", "unauthorized", "not_found", "invalid")
 FAULT_KINDS = ("429", "5xx", "lost_response", "concurrency_429")
-CALLBACK_KINDS = ("sent", "failed")
+# Sender-queue outcomes (sandbox/senders.py): not injected faults, Twilio behaviour under --sender-mps.
+QUEUE_KINDS = ("expired_30001", "refused_21611")
+CALLBACK_KINDS = ("sent", "failed", "blocked")
 
 
 class Stats:
@@ -19,7 +21,12 @@ class Stats:
 
     def reset(self) -> None:
         with self._lock:
-            self._counts = {"requests": Counter(), "faults": Counter(), "callbacks": Counter()}
+            self._counts = {
+                "requests": Counter(),
+                "faults": Counter(),
+                "callbacks": Counter(),
+                "queue": Counter(),
+            }
 
     def count(self, group: str, kind: str) -> None:
         with self._lock:
@@ -31,4 +38,5 @@ class Stats:
                 "requests": {k: self._counts["requests"][k] for k in REQUEST_KINDS},
                 "faults": {k: self._counts["faults"][k] for k in FAULT_KINDS},
                 "callbacks": {k: self._counts["callbacks"][k] for k in CALLBACK_KINDS},
+                "queue": {k: self._counts["queue"][k] for k in QUEUE_KINDS},
             }

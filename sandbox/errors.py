@@ -8,12 +8,15 @@ from typing import Any
 class TwilioError(Exception):
     """An error the sandbox answers with, in the body shape twilio-python parses into TwilioRestException."""
 
-    def __init__(self, status: int, code: int, message: str, detail: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: int, message: str, detail: str | None = None, *, allow: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.detail = detail
+        self.allow = allow  # the Allow header of a 405
 
     def body(self) -> dict[str, Any]:
         # Never add "type"/"title": twilio-python would then raise TwilioServiceException instead.

@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests.fake_twilio.lifecycle import FINAL_STATUSES, Outcome, position
+from sandbox.lifecycle import FINAL_STATUSES, Outcome, position
 
 
 @dataclass
@@ -28,9 +28,15 @@ class MessageRecord:
     created_mono: float = field(default_factory=time.monotonic)
     canceled_at: float | None = None  # offset from creation
     updated_at: float = 0.0  # offset of the last API update (redaction), 0 if none
+    time_scale: float = 1.0  # sandbox seconds per real second (sandbox/clock.py)
 
     def elapsed(self, now_mono: float | None = None) -> float:
-        return (time.monotonic() if now_mono is None else now_mono) - self.created_mono
+        """Sandbox seconds since creation: the timeline's offsets are in sandbox seconds."""
+        return ((time.monotonic() if now_mono is None else now_mono) - self.created_mono) * self.time_scale
+
+    def mono_at(self, offset: float) -> float:
+        """The real monotonic time at which the message is ``offset`` sandbox seconds old."""
+        return self.created_mono + offset / self.time_scale
 
     def state_at(self, elapsed: float) -> tuple[str, float]:
         """``(status, offset of the change to that status)`` at ``elapsed`` seconds after creation."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from tests.fake_twilio.errors import TwilioError, invalid_parameter
+from sandbox.errors import TwilioError, invalid_parameter
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 CHANNEL_ADDRESS = re.compile(r"^(whatsapp|messenger|rcs|sms|mms):\S+$")
@@ -18,6 +20,12 @@ HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+$")  # Twilio rejects underscores in call
 
 MAX_BODY = 1600
 MAX_MEDIA = 10
+VALIDITY_PERIOD_RANGE = (1, 36000)  # seconds (errors/21624); the default is the maximum, 10 h
+DEFAULT_VALIDITY_PERIOD = VALIDITY_PERIOD_RANGE[1]
+# SendAt must be more than 5 minutes and at most 35 days after Twilio receives the request (errors/35114,
+# errors/35115; sandbox/README.md "Scheduled messages").
+SCHEDULE_WINDOW = (300, 35 * 24 * 3600)
+SCHEDULE_TYPES = ("fixed",)
 
 # Magic test numbers (twilio.com/docs/iam/test-credentials); README.md shows the same table.
 MAGIC_FROM = "+15005550006"
@@ -65,6 +73,8 @@ class CreateRequest:
     media_urls: tuple[str, ...]
     content_sid: str | None
     status_callback: str | None
+    validity_period: int = DEFAULT_VALIDITY_PERIOD
+    send_at: float | None = None  # epoch seconds of SendAt when scheduled (ScheduleType=fixed)
 
 
 def _first(form: dict[str, list[str]], name: str) -> str | None:
@@ -73,8 +83,74 @@ def _first(form: dict[str, list[str]], name: str) -> str | None:
 
 
 def _is_http_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and bool(HOSTNAME.match(parts.hostname))
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname  # validates a bracketed IPv6 literal: may raise ValueError
+        parts.port  # noqa: B018  (a port that is not a number in range raises ValueError)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(hostname) and bool(HOSTNAME.match(hostname or ""))
+
+
+def _validity_period(raw: str | None) -> int:
+    if raw is None or raw.strip() == "":
+        return DEFAULT_VALIDITY_PERIOD
+    low, high = VALIDITY_PERIOD_RANGE
+    text = raw.strip()
+    if not re.fullmatch(r"[0-9]{1,6}", text) or not low <= int(text) <= high:
+        raise TwilioError(
+            400,
+            21624,
+            f"Invalid validity period value: {raw!r}; ValidityPeriod must be an integer "
+            f"between {low} and {high} seconds",
+        )
+    return int(text)
+
+
+def parse_send_at(raw: str) -> float | None:
+    """Epoch seconds of an ISO 8601 date-time with an offset (``2026-12-02T10:00:00Z``), else None."""
+    try:
+        parsed = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None  # Twilio wants UTC; a naive time is ambiguous
+    return (parsed - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
+
+
+def _schedule(form: dict[str, list[str]], service: str | None, now: float) -> float | None:
+    """SendAt as epoch seconds when the request schedules the message, else None (Twilio's codes)."""
+    schedule_type = (_first(form, "ScheduleType") or "").strip() or None
+    raw_send_at = (_first(form, "SendAt") or "").strip() or None
+    if schedule_type is not None and schedule_type not in SCHEDULE_TYPES:
+        raise TwilioError(
+            400, 35126, f"The ScheduleType value {schedule_type!r} is not supported; it must be 'fixed'"
+        )
+    send_at = None
+    if raw_send_at is not None:
+        send_at = parse_send_at(raw_send_at)
+        if send_at is None:
+            raise TwilioError(
+                400,
+                35114,
+                f"SendAt {raw_send_at!r} is not a date-time; use ISO 8601 in UTC: YYYY-MM-DDTHH:MM:SSZ",
+            )
+    if schedule_type is None:
+        return None  # SendAt alone does not schedule anything (Twilio ignores it)
+    if send_at is None:
+        raise TwilioError(400, 35111, "SendAt timestamp is missing: ScheduleType 'fixed' needs SendAt")
+    if service is None:
+        raise TwilioError(400, 35118, "MessagingServiceSid is required to schedule a message")
+    low, high = SCHEDULE_WINDOW
+    ahead = send_at - now
+    if not low < ahead <= high:
+        raise TwilioError(
+            400,
+            35114,
+            f"SendAt time must be between {low} seconds and 35 days ({high} seconds) in the future; "
+            f"{raw_send_at} is {ahead:.0f} s from now",
+        )
+    return send_at
 
 
 def _is_address(value: str) -> bool:
@@ -85,8 +161,11 @@ def _is_sender(value: str) -> bool:
     return bool(_is_address(value) or SHORT_CODE.match(value) or ALPHANUMERIC_SENDER.match(value))
 
 
-def validate_create(form: dict[str, list[str]]) -> CreateRequest:
-    """Check a createMessage form as Twilio does; raise TwilioError with Twilio's code for the first issue."""
+def validate_create(form: dict[str, list[str]], now: float | None = None) -> CreateRequest:
+    """Check a createMessage form as Twilio does; raise TwilioError with Twilio's code for the first issue.
+
+    ``now``: the epoch time the request was received, against which SendAt's window is checked.
+    """
     to = (_first(form, "To") or "").strip()
     from_ = (_first(form, "From") or "").strip() or None
     service = (_first(form, "MessagingServiceSid") or "").strip() or None
@@ -116,6 +195,8 @@ def validate_create(form: dict[str, list[str]]) -> CreateRequest:
         raise invalid_parameter(f"Invalid ContentSid: {content_sid}")
     if callback is not None and not _is_http_url(callback):
         raise TwilioError(400, 21609, f"The StatusCallback URL {callback} is not a valid URL.")
+    validity_period = _validity_period(_first(form, "ValidityPeriod"))
+    send_at = _schedule(form, service, time.time() if now is None else now)
 
     if from_ is not None:
         magic = MAGIC_FROM_ERRORS.get(from_)
@@ -133,4 +214,4 @@ def validate_create(form: dict[str, list[str]]) -> CreateRequest:
         raise TwilioError(status, code, text.format(to=to, from_=from_ or service, channel=channel))
     if not _is_address(to):
         raise TwilioError(400, 21211, MAGIC_TO_ERRORS["+15005550001"][2].format(to=to))
-    return CreateRequest(to, from_, service, body, media, content_sid, callback)
+    return CreateRequest(to, from_, service, body, media, content_sid, callback, validity_period, send_at)

@@ -2,6 +2,8 @@
 
 Events are scheduled from each message's timeline at creation (and at cancel), fire when due, and are
 sent in order per message. A callback that cannot be delivered is logged and counted, never raised.
+Callbacks go only to allowed hosts (loopback unless ``--callback-allow`` adds more), so a test or a fuzzer
+that passes ``https://example.com`` never makes the sandbox call out of the machine.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import hashlib
 import heapq
 import hmac
+import ipaddress
 import itertools
 import logging
 import threading
@@ -18,15 +21,16 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import httpx
 
-from tests.fake_twilio import API_VERSION
-from tests.fake_twilio.resources import SERVICE_SENDER
-from tests.fake_twilio.stats import Stats
-from tests.fake_twilio.store import MessageRecord, MessageStore
+from sandbox import API_VERSION
+from sandbox.resources import SERVICE_SENDER
+from sandbox.stats import Stats
+from sandbox.store import MessageRecord, MessageStore
 
-log = logging.getLogger("tests.fake_twilio.callbacks")
+log = logging.getLogger("sandbox.callbacks")
 
 
 def compute_signature(url: str, params: Mapping[str, str | list[str]], auth_token: str) -> str:
@@ -38,6 +42,39 @@ def compute_signature(url: str, params: Mapping[str, str | list[str]], auth_toke
             payload += name + value
     digest = hmac.new(auth_token.encode(), payload.encode("utf-8"), hashlib.sha1).digest()
     return base64.b64encode(digest).decode("ascii")
+
+
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+class CallbackAllowlist:
+    """The hosts the sandbox may POST callbacks to: loopback addresses and ``localhost``, plus ``extra``.
+
+    ``*`` in ``extra`` allows every host (e.g. a compose network where the receiver is another service).
+    """
+
+    def __init__(self, extra: tuple[str, ...] = ()) -> None:
+        self.allow_all = "*" in extra
+        self.extra = frozenset(h.strip().lower().rstrip(".") for h in extra if h.strip() and h != "*")
+
+    def allows(self, url: str) -> bool:
+        try:
+            host = (urlsplit(url).hostname or "").rstrip(".")
+        except ValueError:
+            return False
+        if not host:
+            return False
+        if self.allow_all or host in LOOPBACK_NAMES or host in self.extra:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def describe(self) -> str:
+        if self.allow_all:
+            return "any host"
+        return ", ".join(["loopback", *sorted(self.extra)])
 
 
 def callback_form(record: MessageRecord, status: str) -> dict[str, str]:
@@ -64,8 +101,15 @@ class CallbackDispatcher:
     """A timer thread that hands due callbacks to a few single-thread senders (one per SID shard)."""
 
     def __init__(
-        self, store: MessageStore, token_for: Callable[[str], str], stats: Stats, *, shards: int = 4
+        self,
+        store: MessageStore,
+        token_for: Callable[[str], str],
+        stats: Stats,
+        *,
+        allowlist: CallbackAllowlist | None = None,
+        shards: int = 4,
     ) -> None:
+        self.allowlist = allowlist or CallbackAllowlist()
         self._store = store
         self._token_for = token_for
         self._stats = stats
@@ -95,18 +139,31 @@ class CallbackDispatcher:
         """Every status change after the first one gets a callback (Twilio sends none for the initial one)."""
         if not record.status_callback:
             return
+        if not self.allowlist.allows(record.status_callback):
+            # Decided at creation, before any timer: the request is never attempted.
+            self._stats.count("callbacks", "blocked")
+            log.warning(
+                "status callbacks for %s not sent: %s is not an allowed host (%s; see --callback-allow)",
+                record.sid,
+                record.status_callback,
+                self.allowlist.describe(),
+            )
+            return
         with self._cond:
             for offset, status in record.timeline[1:]:
                 heapq.heappush(
-                    self._heap, (record.created_mono + offset, next(self._seq), record.sid, offset, status)
+                    self._heap, (record.mono_at(offset), next(self._seq), record.sid, offset, status)
                 )
             self._cond.notify()
 
     def schedule_cancel(self, record: MessageRecord) -> None:
         if not record.status_callback or record.canceled_at is None:
             return
+        if not self.allowlist.allows(record.status_callback):
+            self._stats.count("callbacks", "blocked")
+            return
         with self._cond:
-            due = record.created_mono + record.canceled_at
+            due = record.mono_at(record.canceled_at)
             heapq.heappush(self._heap, (due, next(self._seq), record.sid, record.canceled_at, "canceled"))
             self._cond.notify()
 

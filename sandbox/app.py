@@ -1,4 +1,4 @@
-"""The sandbox's ASGI application: Twilio's Messages API plus the ``/_sandbox/`` control API.
+"""The sandbox's ASGI application: Twilio's Messages API; ``/_sandbox/`` goes to the control API.
 
 It is a plain ASGI callable rather than a FastAPI app on purpose: the sandbox must never be the bottleneck of
 the batch benchmark (a framework's per-request overhead halves throughput on this 2-core machine), and the
@@ -8,62 +8,52 @@ the batch benchmark (a framework's per-request overhead halves throughput on thi
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
-import json
 import logging
 import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qsl
 
-from tests.fake_twilio import (
+from sandbox import (
     API_VERSION,
     DEFAULT_ACCOUNT_SID,
     DEFAULT_API_KEY_SECRET,
     DEFAULT_API_KEY_SID,
     DEFAULT_AUTH_TOKEN,
 )
-from tests.fake_twilio.callbacks import CallbackDispatcher
-from tests.fake_twilio.errors import (
-    TwilioError,
-    authenticate_error,
-    not_found,
-    server_error,
-    too_many_requests,
-)
-from tests.fake_twilio.faults import FaultConfig, FaultInjector
-from tests.fake_twilio.lifecycle import (
+from sandbox.auth import BasicAuth
+from sandbox.callbacks import CallbackAllowlist, CallbackDispatcher
+from sandbox.clock import Clock
+from sandbox.control import ControlAPI
+from sandbox.errors import TwilioError, authenticate_error, not_found, server_error, too_many_requests
+from sandbox.faults import FaultConfig, FaultInjector
+from sandbox.http import Receive, Scope, Send, drop_connection, parse_form, read_body, respond
+from sandbox.lifecycle import (
     CANCELABLE_STATUSES,
-    OUTCOMES,
+    EXPIRED,
     PROFILES,
     Profile,
     build_timeline,
     outcome_for,
 )
-from tests.fake_twilio.listing import ListQuery, render_page, select_page
-from tests.fake_twilio.resources import render_message
-from tests.fake_twilio.segments import count_segments
-from tests.fake_twilio.stats import Stats
-from tests.fake_twilio.store import MessageRecord, MessageStore
-from tests.fake_twilio.validation import validate_create
+from sandbox.listing import ListQuery, render_page, select_page
+from sandbox.resources import render_message
+from sandbox.segments import count_segments
+from sandbox.senders import DEFAULT_MAX_BACKLOG, SenderQueues
+from sandbox.stats import Stats
+from sandbox.store import MessageRecord, MessageStore
+from sandbox.validation import validate_create
 
-log = logging.getLogger("tests.fake_twilio")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+log = logging.getLogger("sandbox")
 
 MESSAGES_PATH = re.compile(rf"^/{API_VERSION}/Accounts/([^/]+)/Messages(?:/([^/]+))?\.json$")
 ACCOUNT_PATH = re.compile(rf"^/{API_VERSION}/Accounts/([^/]+)(?:/|\.json|$)")
 MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-f]{32}$")
-LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-JSON_HEADERS = [(b"content-type", b"application/json; charset=utf-8")]
+# The methods of each Messages route, for the Allow header of a 405 (RFC 9110 §15.5.6).
+LIST_METHODS = {"POST": "create", "GET": "list"}
+INSTANCE_METHODS = {"GET": "fetch", "POST": "update", "DELETE": "delete"}
 
 
 @dataclass(frozen=True)
@@ -73,62 +63,32 @@ class SandboxSettings:
     api_key_sid: str = DEFAULT_API_KEY_SID
     api_key_secret: str = DEFAULT_API_KEY_SECRET
     profile: Profile = PROFILES["demo"]
+    time_scale: float = 1.0
+    sender_mps: float | None = None  # None: no sender queue (unlimited)
+    sender_max_backlog: float = DEFAULT_MAX_BACKLOG
+    callback_allow: tuple[str, ...] = ()
 
 
 class _Dropped(Exception):
     """The response was deliberately not sent (lost-response fault, drop mode)."""
 
 
-def _json_bytes(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-async def _respond(send: Send, status: int, payload: Any = None, headers: list | None = None) -> None:
-    body = b"" if payload is None else _json_bytes(payload)
-    head = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(headers or [])]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def _form(body: bytes) -> dict[str, list[str]]:
-    form: dict[str, list[str]] = {}
-    for key, value in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
-        form.setdefault(key, []).append(value)
-    return form
-
-
-def _drop_connection(send: Send) -> None:
-    """Close the socket without a byte of response, as a crashed proxy or a network cut would.
-
-    uvicorn passes its per-request cycle's bound ``send``; marking the cycle disconnected stops uvicorn from
-    writing its own 500 once the app returns.
-    """
-    cycle = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if transport is None:
-        raise RuntimeError("lost_response_mode 'drop' needs uvicorn's HTTP protocol")
-    cycle.disconnected = True
-    transport.close()
-
-
 class SandboxApp:
-    """ASGI app; one instance owns the store, the fault injector, the stats and the callback dispatcher."""
+    """ASGI app; one instance owns the store, the fault injector, the stats, the queues and the callbacks."""
 
     def __init__(self, settings: SandboxSettings | None = None, faults: FaultConfig | None = None) -> None:
         self.settings = settings or SandboxSettings()
+        s = self.settings
+        self.clock = Clock(s.time_scale)
         self.store = MessageStore()
         self.stats = Stats()
         self.faults = FaultInjector(faults)
-        self.callbacks = CallbackDispatcher(self.store, self._token_for, self.stats)
+        self.senders = SenderQueues(self.clock, s.sender_mps, s.sender_max_backlog)
+        self.auth = BasicAuth(s.account_sid, s.auth_token, s.api_key_sid, s.api_key_secret)
+        self.callbacks = CallbackDispatcher(
+            self.store, self._token_for, self.stats, allowlist=CallbackAllowlist(s.callback_allow)
+        )
+        self.control = ControlAPI(self)
         self._rng = random.Random()
 
     def _token_for(self, account_sid: str) -> str:
@@ -145,7 +105,7 @@ class SandboxApp:
         path: str = scope["path"]
         try:
             if path.startswith("/_sandbox/"):
-                await self._control(scope, receive, send, path)
+                await self.control(scope, receive, send)
             else:
                 await self._twilio(scope, receive, send, path)
         except _Dropped:
@@ -184,12 +144,12 @@ class SandboxApp:
             self.faults.leave(path_account)
 
     @staticmethod
-    def _kind(method: str, match: re.Match[str] | None) -> str | None:
-        if match is None:
-            return None
-        if match.group(2) is None:
-            return {"POST": "create", "GET": "list"}.get(method)
-        return {"GET": "fetch", "POST": "update", "DELETE": "delete"}.get(method)
+    def _methods(match: re.Match[str]) -> dict[str, str]:
+        return LIST_METHODS if match.group(2) is None else INSTANCE_METHODS
+
+    @classmethod
+    def _kind(cls, method: str, match: re.Match[str] | None) -> str | None:
+        return None if match is None else cls._methods(match).get(method)
 
     async def _twilio_in_flight(
         self,
@@ -210,12 +170,15 @@ class SandboxApp:
         if self.faults.roll(config.rate_5xx):
             self.stats.count("faults", "5xx")
             raise server_error(self.faults.pick_5xx())
-        self._authenticate(scope, path_account)
+        if not self.auth.is_authorized(scope):
+            self.stats.count("requests", "unauthorized")
+            raise authenticate_error()
         if match is None or path_account != self.settings.account_sid:
             self.stats.count("requests", "not_found")
             raise not_found(path)
         if kind is None:
-            raise TwilioError(405, 20004, "Method not allowed")
+            allow = ", ".join(self._methods(match))
+            raise TwilioError(405, 20004, f"Method not allowed; {path} allows {allow}", allow=allow)
         sid = match.group(2)
         if kind == "create":
             await self._create(receive, send, path_account)
@@ -227,53 +190,58 @@ class SandboxApp:
                 self.stats.count("requests", "not_found")
                 raise not_found(path)
             if kind == "fetch":
-                await _respond(send, 200, render_message(record))
+                await respond(send, 200, render_message(record))
             elif kind == "update":
                 await self._update(receive, send, record)
             else:
                 self.store.delete(record.sid)
-                await _respond(send, 204)
-
-    def _authenticate(self, scope: Scope, path_account: str) -> None:
-        """HTTP Basic: AccountSid:AuthToken, or an API key SK…:secret acting for the account."""
-        header = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                header = value
-                break
-        scheme, _, encoded = header.partition(b" ")
-        try:
-            username, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            username = password = ""
-        s = self.settings
-        ok = scheme.lower() == b"basic" and (
-            (hmac.compare_digest(username, s.account_sid) and hmac.compare_digest(password, s.auth_token))
-            or (
-                hmac.compare_digest(username, s.api_key_sid)
-                and hmac.compare_digest(password, s.api_key_secret)
-            )
-        )
-        if not ok:
-            self.stats.count("requests", "unauthorized")
-            raise authenticate_error()
+                await respond(send, 204)
 
     async def _error(self, send: Send, error: TwilioError) -> None:
         headers = []
         retry_after = self.faults.config.retry_after
         if error.status == 429 and error.code == 20429 and retry_after is not None:
             headers.append((b"retry-after", str(retry_after).encode()))
+        if error.allow is not None:
+            headers.append((b"allow", error.allow.encode()))
         if 400 <= error.status < 500 and error.status not in (401, 404, 429):
             self.stats.count("requests", "invalid")
-        await _respond(send, error.status, error.body(), headers)
+        await respond(send, error.status, error.body(), headers)
 
     async def _create(self, receive: Receive, send: Send, account_sid: str) -> None:
-        request = validate_create(_form(await _read_body(receive)))
+        received_wall, received_mono = time.time(), time.monotonic()
+        request = validate_create(parse_form(await read_body(receive)), now=received_wall)
         prefix = "MM" if request.media_urls else "SM"
         sid = prefix + uuid.uuid4().hex
         profile = self.settings.profile
         outcome = outcome_for(request.to)
         rng = random.Random(sid) if profile.jitter else self._rng
+        segments = count_segments(request.body)
+        via_service = request.messaging_service_sid is not None
+        scheduled_for = None if request.send_at is None else request.send_at - received_wall
+        # A scheduled message joins its sender's queue only at SendAt, which the queue cannot foresee.
+        admission = None
+        if scheduled_for is None:
+            sender = request.messaging_service_sid or request.from_ or ""
+            try:
+                admission = self.senders.admit(
+                    sender, segments, request.validity_period, self.clock.now(received_mono)
+                )
+            except TwilioError:
+                self.stats.count("queue", "refused_21611")
+                raise
+            if admission.expired:
+                self.stats.count("queue", "expired_30001")
+                outcome = EXPIRED
+        timeline = build_timeline(
+            outcome,
+            profile,
+            via_service=via_service,
+            rng=rng,
+            scheduled_for=scheduled_for,
+            hold=admission.wait if admission else 0.0,
+            expires_after=request.validity_period if admission and admission.expired else None,
+        )
         record = MessageRecord(
             sid=sid,
             account_sid=account_sid,
@@ -284,10 +252,11 @@ class SandboxApp:
             media_urls=request.media_urls,
             status_callback=request.status_callback,
             outcome=outcome,
-            timeline=build_timeline(
-                outcome, profile, via_service=request.messaging_service_sid is not None, rng=rng
-            ),
-            num_segments=count_segments(request.body),
+            timeline=timeline,
+            num_segments=segments,
+            created_wall=received_wall,
+            created_mono=received_mono,
+            time_scale=self.clock.scale,
         )
         self.store.add(record)
         self.callbacks.schedule(record)
@@ -296,20 +265,20 @@ class SandboxApp:
             # The message exists and will be delivered; only the answer is lost. A blind retry duplicates it.
             self.stats.count("faults", "lost_response")
             if config.lost_response_mode == "drop":
-                _drop_connection(send)
+                drop_connection(send)
                 raise _Dropped
             raise server_error(500)
-        await _respond(send, 201, render_message(record, initial=True))
+        await respond(send, 201, render_message(record, initial=True))
 
     async def _list(self, scope: Scope, send: Send, account_sid: str) -> None:
         query = ListQuery.parse(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         records, has_more = select_page(self.store.for_account(account_sid), query)
         now = time.monotonic()
         page = [render_message(r, now) for r in records]
-        await _respond(send, 200, render_page(account_sid, query, page, has_more))
+        await respond(send, 200, render_page(account_sid, query, page, has_more))
 
     async def _update(self, receive: Receive, send: Send, record: MessageRecord) -> None:
-        form = _form(await _read_body(receive))
+        form = parse_form(await read_body(receive))
         status = form.get("Status", [None])[0]
         body = form.get("Body", [None])[0]
         if status is None and body is None:
@@ -328,55 +297,4 @@ class SandboxApp:
         if body is not None:
             record.body = ""
             record.updated_at = elapsed
-        await _respond(send, 200, render_message(record))
-
-    # ---- control API ------------------------------------------------------------------------------------
-
-    async def _control(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        client = scope.get("client")
-        if client and client[0] not in LOOPBACK:
-            await _respond(send, 403, {"error": "the control API answers loopback clients only"})
-            return
-        method = scope["method"]
-        route = (method, path.rstrip("/"))
-        if route == ("GET", "/_sandbox/health"):
-            await _respond(send, 200, {"status": "ok"})
-        elif route == ("GET", "/_sandbox/messages"):
-            now = time.monotonic()
-            await _respond(send, 200, {"messages": [render_message(r, now) for r in self.store.all()]})
-        elif route == ("DELETE", "/_sandbox/messages"):
-            deleted = len(self.store)
-            self.store.clear()
-            self.callbacks.clear()
-            self.stats.reset()
-            await _respond(send, 200, {"deleted": deleted})
-        elif route == ("GET", "/_sandbox/faults"):
-            await _respond(send, 200, self.faults.snapshot().to_dict())
-        elif route == ("PUT", "/_sandbox/faults"):
-            try:
-                changes = json.loads(await _read_body(receive) or b"{}")
-                if not isinstance(changes, dict):
-                    raise ValueError("the body must be a JSON object")
-                config = self.faults.update(changes)
-            except ValueError as exc:  # json.JSONDecodeError is a ValueError
-                await _respond(send, 400, {"error": str(exc)})
-                return
-            await _respond(send, 200, config.to_dict())
-        elif route == ("DELETE", "/_sandbox/faults"):
-            await _respond(send, 200, self.faults.clear().to_dict())
-        elif route == ("GET", "/_sandbox/stats"):
-            await _respond(send, 200, self.stats.snapshot())
-        elif route == ("GET", "/_sandbox/config"):
-            await _respond(send, 200, self._config())
-        else:
-            await _respond(send, 404, {"error": f"no control route {method} {path}"})
-
-    def _config(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "account_sid": s.account_sid,
-            "api_key_sid": s.api_key_sid,
-            "step_delay": s.profile.step_delay,
-            "jitter": s.profile.jitter,
-            "outcomes": {digits: o.description for digits, o in OUTCOMES.items()},
-        }
+        await respond(send, 200, render_message(record))

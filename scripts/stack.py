@@ -29,17 +29,9 @@ from typing import Any
 
 import httpx
 
-from scripts.airflow_stack import (
-    REPO,
-    AirflowStack,
-    APIError,
-    RunResult,
-    StackError,
-    alive_pid_files,
-    port_is_free,
-    start_process,
-    stop_pid_files,
-)
+from scripts.airflow_client import APIError, RunResult
+from scripts.airflow_stack import REPO, AirflowStack, StackError, port_is_free
+from scripts.process_groups import alive_pid_files, start_process, stop_pid_files
 
 sys.path.insert(0, str(REPO / "plugins"))  # as Airflow does, so the one table of error meanings is used
 from twilio_messaging.errors import describe as describe_error

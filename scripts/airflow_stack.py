@@ -57,8 +57,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True if nothing is bound to ``host:port`` (and nothing on all interfaces either)."""
+    """True if a server could listen on ``host:port`` now (nothing listens there or on all interfaces).
+
+    SO_REUSEADDR, as uvicorn and aiohttp set it: without it the TIME-WAIT connections that the previous
+    `make demo` left behind for a minute would make a free port look busy.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

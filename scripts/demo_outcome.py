@@ -22,6 +22,12 @@ EXIT_DELIVERED = 0
 EXIT_NOT_DELIVERED = 1
 EXIT_DEMO_ERROR = 2
 EXIT_UNCONFIRMED = 3
+EXIT_MEANINGS: dict[int, str] = {
+    EXIT_DELIVERED: "delivered",
+    EXIT_NOT_DELIVERED: "not delivered",
+    EXIT_DEMO_ERROR: "the demo itself went wrong",
+    EXIT_UNCONFIRMED: "unconfirmed",
+}
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,8 @@ def demo_outcome(facts: RunFacts) -> DemoOutcome:
     if expected is not None:
         digits, description = expected
         details.append(
-            f"Expected for {facts.to}: the sandbox's outcome table makes numbers ending in {digits} "
-            f"'{description}'. The failure path worked as designed."
+            f"Expected: the sandbox makes numbers ending in {digits} '{description}'; "
+            "the failure path worked as designed."
         )
     elif facts.sandbox_outcomes:
         details.append(

@@ -35,7 +35,7 @@ import httpx
 
 from scripts.airflow_client import APIError, RunResult
 from scripts.airflow_stack import REPO, AirflowStack, StackError, port_is_free
-from scripts.demo_outcome import EXIT_DEMO_ERROR, RunFacts, demo_outcome
+from scripts.demo_outcome import EXIT_DEMO_ERROR, EXIT_MEANINGS, RunFacts, demo_outcome
 from scripts.process_groups import alive_pid_files, start_process, stop_pid_files
 from tests.fake_twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from twilio_messaging.errors import describe as describe_error
@@ -306,7 +306,6 @@ def run_demo(settings: Settings, home: Path) -> int:
         say("\n" + outcome.text())
         if end_task and outcome.exit_code:
             say(f"  task logs: {stack.home / 'logs'}/dag_id={DAG_ID}/run_id={run_id}/")
-        say(f"  exit code {outcome.exit_code}, total {time.monotonic() - started:.0f}s")
         exit_code = outcome.exit_code
     finally:
         if settings.keep:
@@ -317,6 +316,7 @@ def run_demo(settings: Settings, home: Path) -> int:
             stack.stop()
             stop_pid_files(home / "pids", log=lambda text: say(f"  {text}"))
             say("  done. Run `make up` to explore the UI, or `KEEP=1 make demo` to keep this stack running.")
+    say(f"\nExit code {exit_code} ({EXIT_MEANINGS[exit_code]}), total {time.monotonic() - started:.0f}s")
     return exit_code
 
 

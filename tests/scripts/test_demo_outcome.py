@@ -60,7 +60,7 @@ def test_undelivered_30003_exits_1_and_says_what_happened():
     text = outcome.text()
     assert "NOT DELIVERED" in outcome.headline and "'undelivered'" in outcome.headline
     assert "error 30003: Unreachable destination handset" in outcome.headline
-    assert "numbers ending in 3003 'undelivered, error 30003'" in text
+    assert "Expected: the sandbox makes numbers ending in 3003 'undelivered, error 30003'" in text
     assert "worked as designed" in text
     assert "DEMO FAILED" not in text and "expected 'success'" not in text
 

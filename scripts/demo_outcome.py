@@ -104,7 +104,7 @@ def demo_outcome(facts: RunFacts) -> DemoOutcome:
         headline = f"NOT DELIVERED: the message ended {status!r}."
     if facts.reason:
         details.append(f"Reason: {facts.reason}")
-    details.append("The run is red: the task `failed` failed on purpose and its log repeats this reason.")
+    details.append("The run is red: the task `failed` fails it on purpose; its error names the SID and code.")
     expected = expected_outcome(facts.to, facts.sandbox_outcomes)
     if expected is not None:
         digits, description = expected

@@ -25,14 +25,9 @@ from typing import Any
 
 import pytest
 
-from scripts.airflow_stack import (
-    DEFAULT_COMPONENTS,
-    AirflowClient,
-    AirflowStack,
-    free_port,
-    start_process,
-    stop_process_group,
-)
+from scripts.airflow_client import AirflowClient
+from scripts.airflow_stack import DEFAULT_COMPONENTS, AirflowStack, free_port
+from scripts.process_groups import start_process, stop_process_group
 from tests.celery import WORKER_NAME_ENV
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from scripts.airflow_stack import AirflowClient, AirflowStack, RunResult
+from scripts.airflow_client import AirflowClient, RunResult
+from scripts.airflow_stack import AirflowStack
 
 DAG_ID = "twilio_send_message_track_status"
 STEP_DELAY = "2"  # delivered 6 s after sending: checkStatus is rescheduled even on a loaded machine

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from scripts.airflow_stack import APIError, RunResult
+from scripts.airflow_client import APIError, RunResult
 from tests.e2e.conftest import DAG_ID, E2E
 
 pytestmark = pytest.mark.e2e

@@ -319,7 +319,8 @@ class Stack:
     def start_scheduler(self) -> None:
         import sys
 
-        from scripts.airflow_stack import COMPONENT_COMMANDS, start_process
+        from scripts.airflow_stack import COMPONENT_COMMANDS
+        from scripts.process_groups import start_process
 
         airflow = self.airflow
         airflow.procs["scheduler"] = start_process(

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sandbox.testing import run_sandbox
 from scripts.airflow_client import AirflowClient, APIError, RunResult
 from scripts.airflow_stack import AirflowStack
-from tests.fake_twilio.testing import run_sandbox
 
 DAG_ID = "twilio_send_message_track_status"
 SENDER = "+15005550006"

@@ -33,11 +33,11 @@ from typing import Any
 
 import httpx
 
+from sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from scripts.airflow_client import APIError, RunResult
 from scripts.airflow_stack import REPO, AirflowStack, StackError, port_is_free
 from scripts.demo_outcome import EXIT_DEMO_ERROR, EXIT_MEANINGS, RunFacts, demo_outcome
 from scripts.process_groups import alive_pid_files, start_process, stop_pid_files
-from tests.fake_twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from twilio_messaging.errors import describe as describe_error
 
 DAG_ID = "twilio_send_message_track_status"
@@ -128,7 +128,7 @@ def start_sandbox(settings: Settings, home: Path) -> None:
     argv = [
         sys.executable,
         "-m",
-        "tests.fake_twilio",
+        "sandbox",
         "--host",
         "127.0.0.1",
         "--port",

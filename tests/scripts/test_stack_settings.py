@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from sandbox import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from scripts.stack import Settings
-from tests.fake_twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
 
 def test_the_sandbox_connection_uses_the_sandbox_defaults():

@@ -13,7 +13,7 @@ from typing import Any
 
 from twilio_messaging.client import TwilioClient
 from twilio_messaging.connection import TwilioConnection
-from twilio_messaging.errors import describe
+from twilio_messaging.errors import ERROR_DOCS_URL, ERROR_MEANINGS
 from twilio_messaging.statuses import UNCONFIRMED_REASON, end_state, is_terminal, unconfirmed
 from twilio_messaging.validation import (
     WORKFLOW_INPUTS,
@@ -226,15 +226,39 @@ def workflow_outputs(outcome: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def failure_text(outcome: Mapping[str, Any]) -> str:
-    """The message of the failed run: sid, final status, error code and its meaning."""
+    """The error the ``failed`` end task raises: the whole reason on the first line, said once.
+
+    The log view shows the first line next to the exception name, so it carries the SID, the status and
+    the error code with its meaning; the docs link and any longer text follow on their own short lines.
+    """
     sid = outcome.get("messageSid")
     code = outcome.get("errorCode")
-    error = f"error {code}: {describe(code)}" if code else "no error code"
-    if not sid and outcome.get("finalStatus"):
-        return f"Sending was not confirmed ({outcome['finalStatus']}): {outcome.get('reason') or ''}".strip()
-    if not sid:
-        return f"No message was sent ({error}). {outcome.get('reason') or ''}".strip()
-    text = f"Message {sid} ended with status '{outcome.get('finalStatus')}' ({error})"
-    if outcome.get("reason"):
-        text += f". {outcome['reason']}"
-    return text
+    status = outcome.get("finalStatus")
+    reason = outcome.get("reason")
+    detail = outcome.get("errorMessage") or ""
+    number = int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else None
+    docs = ERROR_DOCS_URL.format(code=number) if number is not None else None
+    meaning = ERROR_MEANINGS.get(number, "see Twilio's documentation") if number is not None else None
+    if docs:
+        # Twilio's own message already ends with the docs link; it gets its own line below.
+        detail = detail.replace(f" ({docs})", "").removeprefix(f"Twilio error {number}: ").strip()
+    if not sid and status:
+        first = f"Not known whether the message was sent ({status}): {detail or reason or 'no detail'}"
+    elif not sid:
+        if number is not None:
+            first = f"No message was sent: Twilio error {number} ({meaning})"
+            first += f": {detail}" if detail else ""
+        else:
+            first = f"No message was sent: {detail or reason or 'sendMessage did not succeed'}"
+    else:
+        first = f"Message {sid} ended with status '{status}'"
+        if number is not None:
+            first += f": error {number}, {meaning}"
+        if reason:
+            first += f"; {reason}" if number is not None else f": {reason}"
+        if number is None and not reason:
+            first += " (no error code)"
+    lines = [first]
+    if docs:
+        lines.append(f"Twilio docs: {docs}")
+    return "\n".join(lines)

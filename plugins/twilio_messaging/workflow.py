@@ -6,6 +6,7 @@ The DAG (dags/twilio_send_message_track_status.py) only wires these to operators
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -225,11 +226,16 @@ def workflow_outputs(outcome: Mapping[str, Any]) -> dict[str, Any]:
     return {key: outcome.get(key) for key in WORKFLOW_OUTPUTS}
 
 
-def failure_text(outcome: Mapping[str, Any]) -> str:
-    """The error the ``failed`` end task raises: the whole reason on the first line, said once.
+# The task log view starts the exception line about 600 px in at 1440 px: ~74 characters stay visible.
+FAILURE_LINE_WIDTH = 72
 
-    The log view shows the first line next to the exception name, so it carries the SID, the status and
-    the error code with its meaning; the docs link and any longer text follow on their own short lines.
+
+def failure_text(outcome: Mapping[str, Any]) -> str:
+    """The error the ``failed`` end task raises: the reason first, each fact once, in short lines.
+
+    The first line says what happened with the error code and its meaning; Twilio's own words, the SID
+    and the docs link follow on lines of their own. No line is wider than ``FAILURE_LINE_WIDTH`` (URLs
+    aside), so the log view shows all of it without horizontal scrolling.
     """
     sid = outcome.get("messageSid")
     code = outcome.get("errorCode")
@@ -239,26 +245,41 @@ def failure_text(outcome: Mapping[str, Any]) -> str:
     number = int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else None
     docs = ERROR_DOCS_URL.format(code=number) if number is not None else None
     meaning = ERROR_MEANINGS.get(number, "see Twilio's documentation") if number is not None else None
+    note = ""
+    if meaning and " (" in meaning:
+        # "Unreachable destination handset (often temporary: …)": the note may go on the next line.
+        meaning, note = meaning.split(" (", 1)
+        note = "(" + note
     if docs:
         # Twilio's own message already ends with the docs link; it gets its own line below.
         detail = detail.replace(f" ({docs})", "").removeprefix(f"Twilio error {number}: ").strip()
+    more: list[str] = []
     if not sid and status:
-        first = f"Not known whether the message was sent ({status}): {detail or reason or 'no detail'}"
+        head = f"Not known whether the message was sent ({status}): {detail or reason or 'no detail'}"
     elif not sid:
         if number is not None:
-            first = f"No message was sent: Twilio error {number} ({meaning})"
-            first += f": {detail}" if detail else ""
+            head = f"No message was sent: Twilio error {number}, {meaning}"
+            more.append(detail)
         else:
-            first = f"No message was sent: {detail or reason or 'sendMessage did not succeed'}"
+            head = f"No message was sent: {detail or reason or 'sendMessage did not succeed'}"
     else:
-        first = f"Message {sid} ended with status '{status}'"
+        head = f"Message {status}"
         if number is not None:
-            first += f": error {number}, {meaning}"
+            head += f": error {number}, {meaning}"
         if reason:
-            first += f"; {reason}" if number is not None else f": {reason}"
+            head += f"; {reason}" if number is not None else f": {reason}"
         if number is None and not reason:
-            first += " (no error code)"
-    lines = [first]
+            head += " (no error code)"
+        more.append(f"Message SID: {sid}")
+    if note:
+        if len(head) + 1 + len(note) <= FAILURE_LINE_WIDTH:
+            head = head.replace(f", {meaning}", f", {meaning} {note}", 1)
+        else:
+            more.insert(0, note)
     if docs:
-        lines.append(f"Twilio docs: {docs}")
-    return "\n".join(lines)
+        more.append(f"Twilio docs: {docs}")
+    return "\n".join(
+        line
+        for text in (head, *more)
+        for line in textwrap.wrap(text, FAILURE_LINE_WIDTH, break_long_words=False, break_on_hyphens=False)
+    )

@@ -35,6 +35,7 @@ class BatchView:
     groups: list[CodeGroup] = field(default_factory=list)
     facts: list[tuple[str, str]] = field(default_factory=list)
     has_summary: bool = True
+    kind: str = "running"  # banner colour: delivered (no failure) | warn (within threshold) | failed
 
 
 def status_counts(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
@@ -89,8 +90,20 @@ def batch_view(
             f"Failure rate {rate:.1%} is {'over' if over else 'within'} the threshold {float(threshold):.1%}"
         )
     facts = [(label, str(summary[key])) for key, label in _FACTS if summary.get(key) not in (None, "")]
+    failed = int(summary.get("failed") or 0)
+    over = threshold is not None and rate > float(threshold)
+    kind = "failed" if over or run_state == "failed" else ("warn" if failed else "delivered")
     return BatchView(
-        dag_id, run_id, run_state, headline, verdict, counts, bar_chart(counts), code_groups(summary), facts
+        dag_id,
+        run_id,
+        run_state,
+        headline,
+        verdict,
+        counts,
+        bar_chart(counts),
+        code_groups(summary),
+        facts,
+        kind=kind,
     )
 
 
@@ -98,5 +111,4 @@ _FACTS = (
     ("dedupe_key", "Dedupe key"),
     ("already_sent", "Skipped as already sent"),
     ("skipped_already_sent", "Skipped as already sent"),
-    ("sent", "Sent"),
 )

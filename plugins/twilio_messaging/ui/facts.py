@@ -71,6 +71,11 @@ class TimelineRow:
     status: str
     error: ErrorInfo | None = None
 
+    @property
+    def shown_at(self) -> str:
+        """``2026-12-02 01:04:10`` (UTC): ISO without the date/time ``T``, fractions and offset."""
+        return self.at.replace("T", " ")[:19]
+
 
 @dataclass(frozen=True)
 class Step:

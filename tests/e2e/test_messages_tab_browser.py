@@ -69,7 +69,7 @@ def open_tab(page: Any, e2e: E2E, dag_id: str, run_id: str) -> Any:
     from playwright.sync_api import expect
 
     page.goto(f"{e2e.base_url}/dags/{dag_id}/runs/{quote(run_id, safe='')}")
-    page.get_by_role("tab", name="Messages").click()
+    page.get_by_role("link", name="Messages", exact=True).click()
     expect(page).to_have_url(re.compile(r"/plugin/messages$"))
     frame = page.frame_locator('iframe[title="Messages"]')
     expect(frame.get_by_test_id("banner")).to_be_visible()

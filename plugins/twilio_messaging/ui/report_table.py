@@ -20,11 +20,15 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
 CACHE_ENV = "TWILIO_UI_CACHE_DIR"
@@ -91,6 +95,7 @@ class Page:
     query: Query
     source: str  # "stream" or "index"
     facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    building: bool = False  # a sort or filter was asked for while the index is still being built
 
     @property
     def pages(self) -> int | None:
@@ -157,6 +162,31 @@ def iter_report(path: ReadablePath, fmt: str) -> Iterator[dict[str, Any]]:
             yield _normalise(record)
 
 
+def _number(value: str) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def iter_tuples(path: ReadablePath, fmt: str) -> Iterator[tuple[Any, ...]]:
+    """Rows as tuples in ``COLUMNS`` order: the index build's fast path (plain csv.reader for CSV)."""
+    if fmt == "json":
+        for record in iter_report(path, fmt):
+            yield tuple(record[c] for c in COLUMNS)
+        return
+    with path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+        reader = csv.reader(text)
+        header = next(reader, [])
+        at = [header.index(c) if c in header else None for c in COLUMNS]
+        row_at, code_at = at[0], at[5]
+        for values in reader:
+            out = [(values[i] or None) if i is not None and i < len(values) else None for i in at]
+            out[0] = _number(values[row_at]) if row_at is not None else None
+            out[5] = _number(values[code_at]) if code_at is not None and code_at < len(values) else None
+            yield tuple(out)
+
+
 def report_version(path: ReadablePath) -> str:
     """Changes whenever the report file does (size and modification time, or the store's ETag)."""
     info = path.stat()
@@ -181,7 +211,7 @@ class ReportIndex:
     _guard = threading.Lock()
 
     def __init__(self, path: ReadablePath, fmt: str, key: str, directory: str | None = None) -> None:
-        self.path, self.fmt = path, fmt
+        self.path, self.fmt, self.key = path, fmt, key
         digest = hashlib.sha256(f"{INDEX_VERSION}|{key}|{report_version(path)}".encode()).hexdigest()[:24]
         self.directory = directory or cache_dir()
         self.file = os.path.join(self.directory, f"report-{digest}.sqlite")
@@ -204,13 +234,51 @@ class ReportIndex:
             if not self.ready:
                 self._build()
 
-    def ensure_in_background(self) -> None:
-        if not self.ready:
-            threading.Thread(target=self._quietly_ensure, name="twilio-report-index", daemon=True).start()
+    def building(self) -> bool:
+        """True while some process holds the build lock."""
+        try:
+            with open(self.file + ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
 
-    def _quietly_ensure(self) -> None:
-        with contextlib.suppress(Exception):  # the next request builds it in the foreground and says why
-            self.ensure()
+    def ensure_in_background(self) -> None:
+        """Build in a child process: a million rows take seconds of CPU the api-server must not lose."""
+        if self.ready or self.building():
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        plugins = str(Path(__file__).resolve().parents[2])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [plugins, os.environ.get("PYTHONPATH")])),
+        }
+        location = str(self.path) if hasattr(self.path, "protocol") else os.fspath(self.path)  # type: ignore[call-overload]
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "twilio_messaging.ui.report_table",
+                location,
+                self.fmt,
+                self.key,
+                self.directory,
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        threading.Thread(target=child.wait, name="twilio-report-index", daemon=True).start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.ready
 
     def _build(self) -> None:
         tmp = f"{self.file}.{os.getpid()}.{threading.get_ident()}.tmp"
@@ -218,17 +286,18 @@ class ReportIndex:
         try:
             db.executescript(
                 """
-                PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+                PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;
+                PRAGMA cache_size = -131072;
                 CREATE TABLE report (row INTEGER, "to" TEXT, outcome TEXT, status TEXT, sid TEXT,
                                      error_code INTEGER, error_meaning TEXT, reason TEXT);
                 """
             )
-            rows = (tuple(record[c] for c in COLUMNS) for record in iter_report(self.path, self.fmt))
+            rows = iter_tuples(self.path, self.fmt)
             while batch := list(islice(rows, INSERT_BATCH)):
                 db.executemany("INSERT INTO report VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
             for column in SORTABLE:
+                # (column, row): each sort, and each filter in row order, walks one index.
                 db.execute(f"CREATE INDEX by_{column} ON report ({_quote(column)}, row)")
-            db.execute("CREATE INDEX by_outcome_status ON report (outcome, status, row)")
             db.execute('CREATE TABLE facets ("column" TEXT, value TEXT, count INTEGER)')
             for column in FILTERS:
                 db.execute(
@@ -304,11 +373,47 @@ def stream_page(path: ReadablePath, fmt: str, query: Query, total: int | None) -
 
 
 def table_page(
-    path: ReadablePath, fmt: str, query: Query, *, key: str, total: int | None, stream_limit: int = 5_000
+    path: ReadablePath,
+    fmt: str,
+    query: Query,
+    *,
+    key: str,
+    total: int | None,
+    stream_limit: int = 5_000,
+    wait: float = 5.0,
 ) -> Page:
-    """The page for ``query``: streamed when that is cheap, else from the index (built if needed)."""
+    """The page for ``query``: streamed when that is cheap, else from the index.
+
+    The first request starts the index build in the background. A sort or filter asked for before the
+    index is ready waits up to ``wait`` seconds for it, then gets page one with ``building`` set (the
+    page says so and reloads itself), instead of holding the request for the whole build.
+    """
     index = ReportIndex(path, fmt, key)
-    if query.streamable and (index.ready is False) and query.offset < stream_limit:
-        index.ensure_in_background()  # sorting and filtering will be instant by the time someone asks
+    if index.ready:
+        return index.page(query)
+    index.ensure_in_background()  # sorting and filtering will be instant by the time someone asks
+    if query.streamable and query.offset < stream_limit:
         return stream_page(path, fmt, query, total)
-    return index.page(query)
+    if index.wait_ready(wait):
+        return index.page(query)
+    page = stream_page(path, fmt, Query(size=query.size), total)
+    page.building = True
+    return page
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m twilio_messaging.ui.report_table PATH FORMAT KEY DIRECTORY``: build one index."""
+    location, fmt, key, directory = argv
+    path: ReadablePath
+    if "://" in location:
+        from airflow.sdk import ObjectStoragePath
+
+        path = ObjectStoragePath(location)
+    else:
+        path = Path(location)
+    ReportIndex(path, fmt, key, directory).ensure()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -70,3 +70,21 @@ def test_unknown_query_values_fall_back_to_defaults():
     query = Query.parse({"sort": "reason; DROP TABLE report", "size": "7", "page": "-3", "error_code": "x"})
     assert (query.sort, query.size, query.page) == ("row", 50, 1)
     assert query.filters == (("error_code", "x"),)
+
+
+def test_a_sort_before_the_index_is_ready_says_so_and_shows_page_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = write_report(report_records(80), tmp_path / "report.csv")
+    monkeypatch.setattr(ReportIndex, "ensure_in_background", lambda self: None)  # a build that never ends
+    page = table_page(path, "csv", Query.parse({"sort": "sid"}), key="k", total=80, wait=0.1)
+    assert page.building and page.source == "stream"
+    assert [r["row"] for r in page.rows] == list(range(1, 51))
+
+
+def test_the_background_build_runs_in_a_child_process(tmp_path: Path):
+    path = write_report(report_records(300), tmp_path / "report.csv")
+    index = ReportIndex(path, "csv", "child")
+    index.ensure_in_background()
+    assert index.wait_ready(60), "the child process did not build the index"
+    assert table_page(path, "csv", Query.parse({"outcome": "failed"}), key="child", total=300).total == 30

@@ -175,6 +175,7 @@ def report_rows(dag_id: str, run_id: str, request: Request, session: SessionDep)
             "size": page.query.size,
             "pages": page.pages,
             "source": page.source,
+            "building": page.building,
         }
     )
 

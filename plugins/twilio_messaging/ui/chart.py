@@ -15,6 +15,8 @@ BAR_AREA = 420
 COUNT_WIDTH = 90
 ROW_HEIGHT = 28
 BAR_HEIGHT = 18
+# Rows not sent at all (the batch's skipped outcomes): neither a success nor a failure.
+SKIPPED_OUTCOMES = frozenset({"invalid", "opted_out", "duplicate", "already_sent"})
 COLORS = {"delivered": "#2e7d32", "failed": "#c62828", "pending": "#ef6c00", "skipped": "#757575"}
 
 
@@ -50,7 +52,7 @@ def kind_of(label: str) -> str:
         return "delivered"
     if label in FAILED_STATUSES or label in ("rejected", "unknown"):
         return "failed"
-    if label in ("invalid", "opted_out", "duplicate") or label.startswith("skipped"):
+    if label in SKIPPED_OUTCOMES:
         return "skipped"
     return "pending"
 

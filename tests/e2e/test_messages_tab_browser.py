@@ -195,3 +195,21 @@ def test_batch_run(e2e: E2E, message_runs: MessageRuns, ui: Any, shots: Path):
         frame.get_by_test_id("download").click()
     lines = Path(download.value.path()).read_text().splitlines()
     assert len(lines) == 1001 and lines[0].startswith("row,to,outcome")
+
+
+def test_nav_page_lists_recent_messages(e2e: E2E, message_runs: MessageRuns, ui: Any):
+    from playwright.sync_api import expect
+
+    ui.goto(e2e.base_url)
+    ui.get_by_role("button", name="Browse").click()
+    ui.get_by_role("menuitem", name="Twilio messages").click()
+    expect(ui).to_have_url(re.compile(r"/plugin/twilio-messages$"))
+    frame = ui.frame_locator('iframe[title="Twilio messages"]')
+    row = frame.get_by_test_id("recent").get_by_role("row").filter(has_text=message_runs.undelivered)
+    expect(row).to_contain_text("+15•••••3003")
+    expect(row).to_contain_text("30003 Unreachable destination handset")
+    expect(
+        frame.get_by_test_id("recent").get_by_role("row").filter(has_text=message_runs.batch)
+    ).to_contain_text("1,000 rows")
+    row.get_by_role("link", name=message_runs.undelivered).click()  # that run's tab, inside the frame
+    expect(frame.get_by_test_id("banner")).to_contain_text("error 30003")

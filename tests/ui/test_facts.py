@@ -88,7 +88,12 @@ def test_delivered_and_path_taken():
 
 
 def test_running_run_says_where_it_is():
-    tis = {"sendMessage": {"state": "success"}, "checkStatus": {"state": "up_for_reschedule"}}
+    tis = {
+        "sendMessage": {"state": "success"},
+        "checkStatus": {"state": "up_for_reschedule"},
+        "routeByStatus": {"state": "none"},
+        "delivered": {"state": "none"},
+    }
     xcoms = {("sendMessage", "messageSid"): SID, ("sendMessage", "initialStatus"): "queued"}
     view = facts.workflow_view("d", "r", "running", CONF, tis, xcoms)
     assert view.banner.kind == "running"

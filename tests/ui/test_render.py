@@ -71,3 +71,12 @@ def test_batch_page_chart_counts_equal_the_summary(tmp_path: Path, monkeypatch: 
     assert "&lt;script&gt;alert(1)&lt;/script&gt; {{ 7*7 }}" in html and "<script>" not in html
     assert '<tr data-code="30003">' in html and "Unreachable destination handset" in html
     assert f"Download the report ({fmt.upper()})" in html
+
+
+def test_which_page_a_run_gets():
+    assert ui_app.kind_of_run("twilio_send_message_track_status", {}) == "workflow"
+    assert ui_app.kind_of_run("my_copy", {"sendMessage": {}, "checkStatus": {}, "failed": {}}) == "workflow"
+    assert ui_app.kind_of_run("twilio_batch_notifications", {}) == "batch"
+    assert ui_app.kind_of_run("etl", {"extract": {}}) == "other"
+    html = ui_app.templates.get_template("other.html").render(dag_id="<etl>", run_id="r")
+    assert "&lt;etl&gt;" in html and "<etl>" not in html

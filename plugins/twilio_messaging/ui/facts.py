@@ -181,8 +181,13 @@ def _banner(
         status = report["status"]
         kind = "delivered" if end_state(status) == "delivered" else "failed"
         return Banner(kind, f"Status {status}", "", error_info(report.get("errorCode"))), sid, status
-    running = [t for t in TASK_ORDER if (tis.get(t) or {}).get("state") not in FINISHED_STATES | {None}]
-    where = f" ({', '.join(running)} {tis[running[0]]['state']})" if running else ""
+    active = [
+        f"{task} {state}"
+        for task in TASK_ORDER
+        if (state := (tis.get(task) or {}).get("state")) not in FINISHED_STATES
+        and state not in (None, "none")
+    ]
+    where = f" ({', '.join(active)})" if active else ""
     if run_state in FINISHED_STATES:
         return Banner("unknown", f"The run ended {run_state} without a routing decision{where}"), sid, None
     initial = xcoms.get((dag_tasks.SEND_TASK, "initialStatus"))

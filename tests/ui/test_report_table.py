@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,18 @@ def test_the_background_build_runs_in_a_child_process(tmp_path: Path):
     index.ensure_in_background()
     assert index.wait_ready(60), "the child process did not build the index"
     assert table_page(path, "csv", Query.parse({"outcome": "failed"}), key="child", total=300).total == 30
+
+
+def test_indexes_unused_for_a_week_are_pruned(tmp_path: Path, cache: Path):
+    old = write_report(report_records(10), tmp_path / "old.csv")
+    stale = ReportIndex(old, "csv", "old")
+    stale.ensure()
+    used = ReportIndex(write_report(report_records(12), tmp_path / "used.csv"), "csv", "used")
+    used.ensure()
+    week_ago = time.time() - report_table.CACHE_MAX_AGE - 60
+    os.utime(stale.file, (week_ago, week_ago))
+    os.utime(used.file, (week_ago, week_ago))
+    used.page(Query())  # opening it keeps it
+    removed = report_table.prune_cache(str(cache))
+    assert removed == [os.path.basename(stale.file)]
+    assert used.ready and not stale.ready

@@ -39,6 +39,7 @@ PAGE_SIZES = (25, 50, 100, 500)
 DEFAULT_PAGE_SIZE = 50
 INSERT_BATCH = 20_000
 INDEX_VERSION = "1"  # bump when the schema changes; old files are simply not found again
+CACHE_MAX_AGE = 7 * 24 * 3600.0  # an index nobody opened for a week is deleted by the next build
 
 
 class ReadablePath(Protocol):
@@ -313,6 +314,7 @@ class ReportIndex:
             raise
         db.close()
         os.replace(tmp, self.file)
+        prune_cache(self.directory)
 
     def connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(f"file:{self.file}?mode=ro", uri=True, check_same_thread=False)
@@ -321,6 +323,8 @@ class ReportIndex:
 
     def page(self, query: Query) -> Page:
         self.ensure()
+        with contextlib.suppress(OSError):
+            os.utime(self.file)  # in use: kept by prune_cache
         where, args = _where(query.filters)
         order = "DESC" if query.descending else "ASC"
         with contextlib.closing(self.connect()) as db:
@@ -342,6 +346,21 @@ class ReportIndex:
         ):
             facets[column].append((str(value), count))
         return facets
+
+
+def prune_cache(directory: str, max_age: float = CACHE_MAX_AGE, now: float | None = None) -> list[str]:
+    """Delete index files (and leftovers of interrupted builds) not used for ``max_age`` seconds."""
+    removed = []
+    cutoff = (time.time() if now is None else now) - max_age
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if not entry.name.startswith("report-"):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+    return removed
 
 
 def _quote(column: str) -> str:

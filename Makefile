@@ -62,7 +62,7 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:cacheprovider -s $(PYTEST_ARGS) tests
 
 screenshots: $(STAMP)
-	UPDATE_DOCS_SCREENSHOTS=1 $(BIN)/python -m pytest -s tests/e2e/test_ui_browser.py
+	UPDATE_DOCS_SCREENSHOTS=1 $(BIN)/python -m pytest -s tests/e2e/test_ui_browser.py tests/e2e/test_messages_tab_browser.py
 
 lock:
 	rm -rf /tmp/twilio-lock-venv && $(PYTHON) -m venv /tmp/twilio-lock-venv

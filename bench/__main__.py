@@ -1,4 +1,5 @@
-"""Run every ``bench/*_throughput.py`` benchmark's ``main()`` in turn: ``.venv/bin/python -m bench``."""
+"""Run every benchmark's ``main()`` in turn (``bench/*_throughput.py``, then the Messages table):
+``.venv/bin/python -m bench``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 def main() -> int:
     failed = 0
-    for path in sorted(Path(__file__).parent.glob("*_throughput.py")):
+    here = Path(__file__).parent
+    for path in [*sorted(here.glob("*_throughput.py")), here / "messages_table.py"]:
         print(f"\n=== bench.{path.stem} ===", flush=True)
         module = importlib.import_module(f"bench.{path.stem}")
         try:

@@ -6,6 +6,7 @@ The DAG (dags/twilio_send_message_track_status.py) only wires these to operators
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from typing import Any
 
 from twilio_messaging.client import TwilioClient
 from twilio_messaging.connection import TwilioConnection
-from twilio_messaging.errors import describe
+from twilio_messaging.errors import ERROR_DOCS_URL, ERROR_MEANINGS
 from twilio_messaging.statuses import UNCONFIRMED_REASON, end_state, is_terminal, unconfirmed
 from twilio_messaging.validation import (
     WORKFLOW_INPUTS,
@@ -225,16 +226,60 @@ def workflow_outputs(outcome: Mapping[str, Any]) -> dict[str, Any]:
     return {key: outcome.get(key) for key in WORKFLOW_OUTPUTS}
 
 
+# The task log view starts the exception line about 600 px in at 1440 px: ~74 characters stay visible.
+FAILURE_LINE_WIDTH = 72
+
+
 def failure_text(outcome: Mapping[str, Any]) -> str:
-    """The message of the failed run: sid, final status, error code and its meaning."""
+    """The error the ``failed`` end task raises: the reason first, each fact once, in short lines.
+
+    The first line says what happened with the error code and its meaning; Twilio's own words, the SID
+    and the docs link follow on lines of their own. No line is wider than ``FAILURE_LINE_WIDTH`` (URLs
+    aside), so the log view shows all of it without horizontal scrolling.
+    """
     sid = outcome.get("messageSid")
     code = outcome.get("errorCode")
-    error = f"error {code}: {describe(code)}" if code else "no error code"
-    if not sid and outcome.get("finalStatus"):
-        return f"Sending was not confirmed ({outcome['finalStatus']}): {outcome.get('reason') or ''}".strip()
-    if not sid:
-        return f"No message was sent ({error}). {outcome.get('reason') or ''}".strip()
-    text = f"Message {sid} ended with status '{outcome.get('finalStatus')}' ({error})"
-    if outcome.get("reason"):
-        text += f". {outcome['reason']}"
-    return text
+    status = outcome.get("finalStatus")
+    reason = outcome.get("reason")
+    detail = outcome.get("errorMessage") or ""
+    number = int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else None
+    docs = ERROR_DOCS_URL.format(code=number) if number is not None else None
+    meaning = ERROR_MEANINGS.get(number, "see Twilio's documentation") if number is not None else None
+    note = ""
+    if meaning and " (" in meaning:
+        # "Unreachable destination handset (often temporary: …)": the note may go on the next line.
+        meaning, note = meaning.split(" (", 1)
+        note = "(" + note
+    if docs:
+        # Twilio's own message already ends with the docs link; it gets its own line below.
+        detail = detail.replace(f" ({docs})", "").removeprefix(f"Twilio error {number}: ").strip()
+    more: list[str] = []
+    if not sid and status:
+        head = f"Not known whether the message was sent ({status}): {detail or reason or 'no detail'}"
+    elif not sid:
+        if number is not None:
+            head = f"No message was sent: Twilio error {number}, {meaning}"
+            more.append(detail)
+        else:
+            head = f"No message was sent: {detail or reason or 'sendMessage did not succeed'}"
+    else:
+        head = f"Message {status}"
+        if number is not None:
+            head += f": error {number}, {meaning}"
+        if reason:
+            head += f"; {reason}" if number is not None else f": {reason}"
+        if number is None and not reason:
+            head += " (no error code)"
+        more.append(f"Message SID: {sid}")
+    if note:
+        if len(head) + 1 + len(note) <= FAILURE_LINE_WIDTH:
+            head = head.replace(f", {meaning}", f", {meaning} {note}", 1)
+        else:
+            more.insert(0, note)
+    if docs:
+        more.append(f"Twilio docs: {docs}")
+    return "\n".join(
+        line
+        for text in (head, *more)
+        for line in textwrap.wrap(text, FAILURE_LINE_WIDTH, break_long_words=False, break_on_hyphens=False)
+    )

@@ -26,6 +26,7 @@ POKE_INTERVAL = "2"
 MAX_WAIT = "4"  # the DAG backs off exponentially; cap it so a slow run still polls often
 STATUS_TIMEOUT = "240"
 RUN_TIMEOUT = 300.0
+NO_ACCESS_USER = "noaccess"
 
 
 @dataclass
@@ -36,6 +37,7 @@ class E2E:
     client: AirflowClient
     sandbox: Any
     artifacts: Path
+    data_dir: Path  # TWILIO_BATCH_DATA_DIRS: batch recipients files the tests write
     _ids: Iterator[int] = field(default_factory=lambda: count(1))
 
     @property
@@ -75,6 +77,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     home = tmp_path_factory.mktemp("airflow-e2e")
     # CI can keep screenshots by pointing TEST_ARTIFACTS_DIR at e.g. test-artifacts/ (gitignored).
     artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR") or tmp_path_factory.mktemp("e2e-artifacts"))
+    data_dir = tmp_path_factory.mktemp("batch-data")
     with run_sandbox("--step-delay", STEP_DELAY) as sandbox:
         stack = AirflowStack(
             home,
@@ -83,6 +86,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
                 "TWILIO_POKE_INTERVAL": POKE_INTERVAL,
                 "TWILIO_MAX_WAIT": MAX_WAIT,
                 "TWILIO_STATUS_TIMEOUT": STATUS_TIMEOUT,
+                # The batch DAG (Messages tab tests): no daily run of its own, files from data_dir.
+                "TWILIO_BATCH_SCHEDULE": "none",
+                "TWILIO_BATCH_POKE_INTERVAL": POKE_INTERVAL,
+                "TWILIO_BATCH_DATA_DIRS": str(data_dir),
+                # A user the auth manager gives no role: authenticated, but may read no DAG.
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{NO_ACCESS_USER}:",
             },
             log=lambda text: print(f"[e2e stack] {text}", flush=True),
         )
@@ -90,6 +99,14 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         try:
             client = stack.client()
             client.unpause(DAG_ID)
-            yield E2E(stack=stack, client=client, sandbox=sandbox, artifacts=artifacts)
+            yield E2E(stack=stack, client=client, sandbox=sandbox, artifacts=artifacts, data_dir=data_dir)
         finally:
             stack.stop()
+
+
+@pytest.fixture(scope="session")
+def message_runs(e2e: E2E) -> Any:
+    """The runs the Messages tab tests read (three workflow runs and a 1,000-recipient batch), once."""
+    from tests.e2e.messages_runs import trigger_all
+
+    return trigger_all(e2e)

@@ -97,15 +97,15 @@ def test_nothing_sent():
     )
     assert outcome["end"] == "failed" and outcome["messageSid"] is None and outcome["errorCode"] == 21211
     assert workflow.failure_text(outcome).startswith(
-        "No message was sent (error 21211: Invalid 'To' phone number"
+        "No message was sent: Twilio error 21211, Invalid 'To' phone number\nbad"
     )
 
 
 def test_failure_text_names_sid_status_code_and_meaning():
     outcome = workflow.decide_outcome(SEND, {"status": "undelivered", "errorCode": 30003})
     text = workflow.failure_text(outcome)
-    assert SID in text and "'undelivered'" in text and "30003" in text
-    assert ERROR_MEANINGS[30003] in text
+    assert text.splitlines()[0] == "Message undelivered: error 30003, Unreachable destination handset"
+    assert SID in text and ERROR_MEANINGS[30003].split(" (")[1] in text
     assert workflow.workflow_outputs(outcome) == {
         "messageSid": SID,
         "finalStatus": "undelivered",

@@ -1,0 +1,234 @@
+"""The FastAPI app the plugin mounts on the API server: the Messages tab of every DAG run.
+
+Every route depends on Airflow's own security dependencies: the caller must be an authenticated Airflow
+user (the UI's JWT cookie, which the tab's iframe sends, or a Bearer token) whom the auth manager allows
+to read the DAG's runs, task instances and XComs. Pages are Jinja2 templates with autoescaping on, so
+whatever a run carries (a body such as ``<script>`` or ``{{ 7*7 }}``) is shown as text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from twilio_messaging.ui import batch_view, facts, store
+from twilio_messaging.ui.masking import mask_number, mask_text
+from twilio_messaging.ui.meanings import error_info
+from twilio_messaging.ui.report_table import PAGE_SIZES, SORTABLE, Query, table_page
+
+WORKFLOW_DAG = "twilio_send_message_track_status"
+BATCH_DAG = "twilio_batch_notifications"
+URL_PREFIX = "/twilio-messages"
+RECENT_LIMIT = 50
+STREAM_CHUNK = 1 << 16
+TEMPLATES = Path(__file__).parent / "templates"
+
+templates = Environment(
+    loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined, trim_blocks=True
+)
+templates.globals.update(mask_number=mask_number, mask_text=mask_text, error_info=error_info)
+
+# What the tab reads of a run: its runs, task instances and XComs, each checked by the auth manager.
+RUN_READ = [
+    Depends(requires_access_dag("GET", DagAccessEntity.RUN)),
+    Depends(requires_access_dag("GET", DagAccessEntity.TASK_INSTANCE)),
+    Depends(requires_access_dag("GET", DagAccessEntity.XCOM)),
+]
+
+app = FastAPI(
+    title="Twilio Messages",
+    description="The Messages tab of the Twilio DAG runs (HTML pages and their JSON).",
+    docs_url=None,
+    redoc_url=None,
+)
+
+
+def kind_of_run(dag_id: str, tis: Mapping[str, Any]) -> str:
+    """workflow | batch | other, by DAG id first, else by the tasks a run has."""
+    if dag_id == WORKFLOW_DAG or {"sendMessage", "checkStatus"} <= tis.keys():
+        return "workflow"
+    if dag_id == BATCH_DAG or {"send_chunk", "summary"} <= tis.keys():
+        return "batch"
+    return "other"
+
+
+def _html(name: str, **context: Any) -> HTMLResponse:
+    return HTMLResponse(templates.get_template(name).render(**context))
+
+
+def _run_or_404(session: SessionDep, dag_id: str, run_id: str) -> store.RunRecord:
+    run = store.load_run(session, dag_id, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"DAG run {run_id!r} of {dag_id!r} not found")
+    return run
+
+
+def _workflow(session: SessionDep, run: store.RunRecord, tis: Mapping[str, Any]) -> facts.WorkflowView:
+    xcoms = store.load_xcoms(session, run.dag_id, run.run_id, facts.XCOM_KEYS)
+    timeline = None
+    if not any(key == facts.TIMELINE_KEY for _, key in xcoms):
+        timeline = store.stored_timeline(run.dag_id, run.run_id)  # the sensor is still polling
+    return facts.workflow_view(run.dag_id, run.run_id, run.state, run.conf, tis, xcoms, timeline)
+
+
+def _running(tis: Mapping[str, Mapping[str, Any]]) -> str:
+    busy = [
+        f"{task} {', '.join(f'{n} {s}' for s, n in sorted(ti['states'].items()))}"
+        for task, ti in tis.items()
+        if set(ti["states"]) - {"success", "skipped", "failed", "upstream_failed"}
+    ]
+    return "; ".join(busy)
+
+
+def _batch(session: SessionDep, run: store.RunRecord, tis: Mapping[str, Any]) -> tuple[Any, Any]:
+    summary = store.batch_summary(session, run.dag_id, run.run_id)
+    view = batch_view.batch_view(run.dag_id, run.run_id, run.state, summary, _running(tis))
+    return view, summary
+
+
+def _table(run: store.RunRecord, summary: Mapping[str, Any] | None, params: Mapping[str, str]) -> Any:
+    found = store.batch_report(run.dag_id, run.run_id, summary)
+    if found is None:
+        return None
+    path, fmt = found
+    total = (summary or {}).get("rows")
+    query = Query.parse(params)
+    return table_page(path, fmt, query, key=f"{run.dag_id}/{run.run_id}", total=total), fmt
+
+
+@app.get("/dags/{dag_id}/runs/{run_id}", include_in_schema=False)
+def tab_without_slash(run_id: str) -> RedirectResponse:
+    # Relative, so it stays right behind a reverse proxy with a path prefix.
+    return RedirectResponse(f"{quote(run_id, safe='')}/", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
+@app.get("/dags/{dag_id}/runs/{run_id}/", response_class=HTMLResponse, dependencies=RUN_READ)
+def run_tab(dag_id: str, run_id: str, request: Request, session: SessionDep) -> HTMLResponse:
+    """The Messages tab of one run (the page the UI shows in its iframe)."""
+    run = _run_or_404(session, dag_id, run_id)
+    tis = store.load_task_states(session, dag_id, run_id)
+    kind = kind_of_run(dag_id, tis)
+    if kind == "workflow":
+        return _html("workflow.html", view=_workflow(session, run, tis))
+    if kind == "batch":
+        view, summary = _batch(session, run, tis)
+        params = dict(request.query_params)
+        page, fmt = _table(run, summary, params) or (None, "")
+
+        def link(**changes: Any) -> str:
+            merged = {**params, **{k: v for k, v in changes.items()}}
+            return "?" + urlencode({k: v for k, v in merged.items() if v not in (None, "")})
+
+        return _html(
+            "batch.html",
+            view=view,
+            summary=summary or {},
+            page=page,
+            link=link,
+            params=params,
+            sortable=SORTABLE,
+            page_sizes=PAGE_SIZES,
+            report_format=fmt,
+        )
+    return _html("other.html", dag_id=dag_id, run_id=run_id)
+
+
+@app.get("/dags/{dag_id}/runs/{run_id}/facts", dependencies=RUN_READ)
+def run_facts(dag_id: str, run_id: str, session: SessionDep) -> JSONResponse:
+    """The tab's content as JSON (what a person sees, with the same masking)."""
+    run = _run_or_404(session, dag_id, run_id)
+    tis = store.load_task_states(session, dag_id, run_id)
+    kind = kind_of_run(dag_id, tis)
+    if kind == "workflow":
+        return JSONResponse({"kind": kind, **dataclasses.asdict(_workflow(session, run, tis))})
+    if kind == "batch":
+        view, _ = _batch(session, run, tis)
+        return JSONResponse({"kind": kind, **dataclasses.asdict(view)})
+    return JSONResponse({"kind": kind, "dag_id": dag_id, "run_id": run_id})
+
+
+@app.get("/dags/{dag_id}/runs/{run_id}/rows", dependencies=RUN_READ)
+def report_rows(dag_id: str, run_id: str, request: Request, session: SessionDep) -> JSONResponse:
+    """One page of a batch's per-recipient table: ``page``, ``size``, ``sort``, ``order``, filters."""
+    run = _run_or_404(session, dag_id, run_id)
+    summary = store.batch_summary(session, dag_id, run_id)
+    page, _ = _table(run, summary, dict(request.query_params)) or (None, "")
+    if page is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "this run has no report (yet)")
+    rows = [{**row, "to": mask_number(row["to"]), "reason": mask_text(row["reason"])} for row in page.rows]
+    return JSONResponse(
+        {
+            "rows": rows,
+            "total": page.total,
+            "page": page.query.page,
+            "size": page.query.size,
+            "pages": page.pages,
+            "source": page.source,
+            "building": page.building,
+        }
+    )
+
+
+@app.get("/dags/{dag_id}/runs/{run_id}/report", dependencies=RUN_READ)
+def download_report(dag_id: str, run_id: str, session: SessionDep) -> StreamingResponse:
+    """The whole per-recipient report, streamed as it is stored (CSV or JSON)."""
+    run = _run_or_404(session, dag_id, run_id)
+    found = store.batch_report(dag_id, run_id, store.batch_summary(session, dag_id, run_id))
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "this run has no report (yet)")
+    path, fmt = found
+
+    def chunks() -> Iterator[bytes]:
+        with path.open("rb") as handle:
+            while data := handle.read(STREAM_CHUNK):
+                yield data
+
+    name = f"{run.dag_id}__{run.run_id}.{fmt}".replace(":", "-").replace("+", "-")
+    return StreamingResponse(
+        chunks(),
+        media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/json",
+        headers={"Content-Disposition": f'attachment; filename="{quote(name, safe="-_.")}"'},
+    )
+
+
+@app.get("/", response_class=HTMLResponse)
+def recent(user: GetUserDep, session: SessionDep) -> HTMLResponse:
+    """Recent messages across the runs of both DAGs the user may read."""
+    readable = get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
+    runs = store.recent_runs(session, [d for d in (WORKFLOW_DAG, BATCH_DAG) if d in readable], RECENT_LIMIT)
+    outcomes = store.outcomes_of(
+        session, [r for r in runs if r.dag_id == WORKFLOW_DAG], "routeByStatus", "outcome"
+    )
+    summaries = store.outcomes_of(
+        session, [r for r in runs if r.dag_id == BATCH_DAG], "summary", "return_value"
+    )
+    rows = []
+    for run in runs:
+        key = (run.dag_id, run.run_id)
+        if run.dag_id == WORKFLOW_DAG:
+            outcome = outcomes.get(key) or {}
+            rows.append(
+                {
+                    "run": run,
+                    "to": mask_number(str(run.conf.get("to") or "")),
+                    "sid": outcome.get("messageSid") or "",
+                    "status": outcome.get("finalStatus") or ("not sent" if outcome else run.state),
+                    "error": error_info(outcome.get("errorCode")),
+                }
+            )
+        else:
+            summary = summaries.get(key) or {}
+            view = batch_view.batch_view(run.dag_id, run.run_id, run.state, summary)
+            rows.append({"run": run, "to": "batch", "sid": "", "status": view.headline, "error": None})
+    return _html("recent.html", rows=rows, quote=quote)

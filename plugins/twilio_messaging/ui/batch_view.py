@@ -1,0 +1,114 @@
+"""What one batch run did, from its summary: counts by final status, failures by error code, the verdict.
+
+The summary is the batch's ``summary.json`` in the run's storage folder (else the summary task's XCom,
+for runs from before the batch wrote to storage); the per-recipient table reads the report file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from twilio_messaging.ui.chart import Chart, bar_chart
+from twilio_messaging.ui.meanings import ErrorInfo, error_info
+
+SENT_OUTCOMES = ("delivered", "failed", "unconfirmed", "rejected", "unknown")
+
+
+@dataclass(frozen=True)
+class CodeGroup:
+    code: str
+    count: int
+    error: ErrorInfo | None
+
+
+@dataclass
+class BatchView:
+    dag_id: str
+    run_id: str
+    run_state: str
+    headline: str
+    verdict: str
+    counts: list[tuple[str, int]]
+    chart: Chart
+    groups: list[CodeGroup] = field(default_factory=list)
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    has_summary: bool = True
+    kind: str = "running"  # banner colour: delivered (no failure) | warn (within threshold) | failed
+
+
+def status_counts(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """Rows by final status; rows without one (skipped, unknown) by their outcome. Adds up to ``rows``."""
+    counts: dict[str, int] = {
+        str(status): int(n) for status, n in (summary.get("by_status") or {}).items() if n
+    }
+    for outcome, n in (summary.get("by_outcome") or {}).items():
+        # "unknown" rows (their chunk's send task failed) and skipped rows have no status.
+        if n and (outcome == "unknown" or outcome not in SENT_OUTCOMES):
+            counts[str(outcome)] = counts.get(str(outcome), 0) + int(n)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def code_groups(summary: Mapping[str, Any]) -> list[CodeGroup]:
+    """Failures grouped by error code, most frequent first, each with its meaning and docs link."""
+    groups = [
+        CodeGroup(str(code), int(n), error_info(code))
+        for code, n in (summary.get("error_codes") or {}).items()
+    ]
+    coded = sum(group.count for group in groups)
+    uncoded = int(summary.get("failures_total") or summary.get("failed") or 0) - coded
+    if uncoded > 0:
+        groups.append(CodeGroup("", uncoded, None))
+    return sorted(groups, key=lambda group: (-group.count, group.code))
+
+
+def batch_view(
+    dag_id: str, run_id: str, run_state: str, summary: Mapping[str, Any] | None, running: str = ""
+) -> BatchView:
+    if not summary:
+        headline = "No summary yet" + (f": {running}" if running else "")
+        if run_state in ("success", "failed"):
+            headline = (
+                f"The run ended {run_state} without a summary (prepare or every chunk failed; see the logs)"
+            )
+        return BatchView(dag_id, run_id, run_state, headline, "", [], bar_chart([]), has_summary=False)
+    counts = status_counts(summary)
+    to_send = int(summary.get("to_send") or 0)
+    skipped = int(summary.get("skipped_total") or 0)
+    rate = float(summary.get("failure_rate") or 0.0)
+    headline = (
+        f"{summary.get('rows', 0):,} rows: {summary.get('delivered', 0):,} delivered, "
+        f"{summary.get('failed', 0):,} failed ({rate:.1%} of {to_send:,} to send), "
+        f"{summary.get('unconfirmed', 0):,} unconfirmed, {skipped:,} skipped"
+    )
+    threshold = summary.get("failure_threshold")
+    verdict = ""
+    if threshold is not None:
+        over = rate > float(threshold)
+        verdict = (
+            f"Failure rate {rate:.1%} is {'over' if over else 'within'} the threshold {float(threshold):.1%}"
+        )
+    facts = [(label, str(summary[key])) for key, label in _FACTS if summary.get(key) not in (None, "")]
+    failed = int(summary.get("failed") or 0)
+    over = threshold is not None and rate > float(threshold)
+    kind = "failed" if over or run_state == "failed" else ("warn" if failed else "delivered")
+    return BatchView(
+        dag_id,
+        run_id,
+        run_state,
+        headline,
+        verdict,
+        counts,
+        bar_chart(counts),
+        code_groups(summary),
+        facts,
+        kind=kind,
+    )
+
+
+_FACTS = (
+    ("dedupe_key", "Dedupe key"),
+    ("already_sent", "Skipped as already sent"),
+    ("skipped_already_sent", "Skipped as already sent"),
+)

@@ -1,0 +1,258 @@
+"""What one run of the send-and-track workflow did, from what it recorded: a view model for the tab.
+
+Sources (the contract between the DAG and this tab): the XComs of sendMessage (``messageSid``,
+``initialStatus``, ``accountSid``, ``sentAt``, ``sendError``), checkStatus (``return_value``,
+``statusTimeline``), routeByStatus (``outcome``) and the end tasks (``messageSid``, ``finalStatus``,
+``errorCode``, ``statusTimeline``); the status timeline file while the sensor is still polling; the
+run's conf; the task instances' states. Nothing here reads a connection, so no secret can reach a page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twilio_messaging import dag_tasks
+from twilio_messaging.statuses import end_state, is_terminal
+from twilio_messaging.ui.masking import mask_number, mask_sid, mask_text, safe_url
+from twilio_messaging.ui.meanings import ErrorInfo, error_info
+
+TASK_ORDER = (
+    dag_tasks.SEND_TASK,
+    dag_tasks.CHECK_TASK,
+    dag_tasks.BRANCH_TASK,
+    dag_tasks.DELIVERED_TASK,
+    dag_tasks.FAILED_TASK,
+)
+END_TASKS = (dag_tasks.DELIVERED_TASK, dag_tasks.FAILED_TASK)
+TIMELINE_KEY = "statusTimeline"
+# (task_id, key) pairs the tab reads; the store fetches exactly these.
+XCOM_KEYS: tuple[tuple[str, str], ...] = (
+    (dag_tasks.SEND_TASK, "messageSid"),
+    (dag_tasks.SEND_TASK, "initialStatus"),
+    (dag_tasks.SEND_TASK, "accountSid"),
+    (dag_tasks.SEND_TASK, "sentAt"),
+    (dag_tasks.SEND_TASK, "sendError"),
+    (dag_tasks.CHECK_TASK, "return_value"),
+    (dag_tasks.CHECK_TASK, TIMELINE_KEY),
+    (dag_tasks.BRANCH_TASK, "outcome"),
+    *((task, key) for task in END_TASKS for key in ("messageSid", "finalStatus", "errorCode", TIMELINE_KEY)),
+)
+# Shown in this order; anything else in the conf is not the workflow's and stays off the page.
+INPUT_LABELS = (
+    ("to", "To"),
+    ("from", "From"),
+    ("messagingServiceSid", "Messaging Service"),
+    ("body", "Body"),
+    ("mediaUrl", "Media URLs"),
+    ("statusCallback", "Status callback"),
+    ("accountSid", "Account"),
+)
+NOT_RUN_STATES = frozenset({"skipped", "upstream_failed", "none", "removed"})
+FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+
+Xcoms = Mapping[tuple[str, str], Any]
+
+
+@dataclass(frozen=True)
+class Banner:
+    """The one line a person reads first."""
+
+    kind: str  # delivered | failed | nothing_sent | unknown | running
+    headline: str
+    detail: str = ""
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    at: str
+    status: str
+    error: ErrorInfo | None = None
+
+    @property
+    def shown_at(self) -> str:
+        """``2026-12-02 01:04:10`` (UTC): ISO without the date/time ``T``, fractions and offset."""
+        return self.at.replace("T", " ")[:19]
+
+
+@dataclass(frozen=True)
+class Step:
+    task_id: str
+    state: str
+    taken: bool
+
+
+@dataclass
+class WorkflowView:
+    dag_id: str
+    run_id: str
+    run_state: str
+    banner: Banner
+    message_sid: str | None
+    final_status: str | None
+    timeline: list[TimelineRow] = field(default_factory=list)
+    timeline_source: str = ""
+    inputs: list[tuple[str, str]] = field(default_factory=list)
+    path: list[Step] = field(default_factory=list)
+
+
+def _first(xcoms: Xcoms, key: str, tasks: Sequence[str]) -> Any:
+    for task in tasks:
+        value = xcoms.get((task, key))
+        if value is not None:
+            return value
+    return None
+
+
+def timeline_rows(entries: Sequence[Mapping[str, Any]] | None) -> list[TimelineRow]:
+    """Each observation of the sensor (``{"at", "status", "errorCode"}``) as a row, oldest first."""
+    rows = []
+    for entry in entries or []:
+        if not isinstance(entry, Mapping):
+            continue
+        rows.append(
+            TimelineRow(
+                at=str(entry.get("at") or ""),
+                status=str(entry.get("status") or "unknown"),
+                error=error_info(entry.get("errorCode")),
+            )
+        )
+    return sorted(rows, key=lambda row: row.at)
+
+
+def _timeline(
+    xcoms: Xcoms, stored: Sequence[Mapping[str, Any]] | None, tis: Mapping[str, Mapping[str, Any]]
+) -> tuple[list[TimelineRow], str]:
+    recorded = _first(xcoms, TIMELINE_KEY, (*END_TASKS, dag_tasks.CHECK_TASK))
+    if recorded:
+        return timeline_rows(recorded), "recorded by checkStatus at each poke"
+    if stored:
+        return timeline_rows(stored), "recorded by checkStatus at each poke (still polling)"
+    # A run from before the sensor recorded its pokes: the send and the final report are all there is.
+    rows = []
+    sent_at = xcoms.get((dag_tasks.SEND_TASK, "sentAt"))
+    initial = xcoms.get((dag_tasks.SEND_TASK, "initialStatus"))
+    if sent_at and initial:
+        rows.append(TimelineRow(at=str(sent_at), status=str(initial)))
+    report = xcoms.get((dag_tasks.CHECK_TASK, "return_value")) or {}
+    if isinstance(report, Mapping) and report.get("status"):
+        ended = (tis.get(dag_tasks.CHECK_TASK) or {}).get("end_date") or ""
+        rows.append(TimelineRow(str(ended), str(report["status"]), error_info(report.get("errorCode"))))
+    return rows, "from sendMessage and the last checkStatus result (no per-poke record in this run)"
+
+
+def _banner(
+    xcoms: Xcoms, run_state: str, tis: Mapping[str, Mapping[str, Any]], to: str
+) -> tuple[Banner, str | None, str | None]:
+    outcome = xcoms.get((dag_tasks.BRANCH_TASK, "outcome"))
+    sid = _first(xcoms, "messageSid", (*END_TASKS, dag_tasks.SEND_TASK))
+    if isinstance(outcome, Mapping):
+        sid = outcome.get("messageSid") or sid
+        status = outcome.get("finalStatus")
+        error = error_info(outcome.get("errorCode"))
+        detail = mask_text(outcome.get("errorMessage") or "")
+        reason = mask_text(outcome.get("reason") or "")
+        if outcome.get("end") == "delivered":
+            return Banner("delivered", f"Delivered to {to}: status {status}"), sid, status
+        if not sid and status:
+            text = f"Not known whether the message was sent ({status})"
+            return Banner("unknown", text, reason or detail, error), None, status
+        if not sid:
+            if error:
+                detail = detail.replace(f" ({error.docs_url})", "")
+                detail = detail.removeprefix(f"Twilio error {error.code}: ")
+            head = "Nothing was sent"
+            head += f": Twilio error {error.code}, {error.meaning}" if error else ""
+            return Banner("nothing_sent", head, detail or reason, error), None, None
+        head = f"Not delivered to {to}: status {status}"
+        if error:
+            head += f", error {error.code}: {error.meaning}"
+        return Banner("failed", head, reason or ("" if error else detail), error), sid, status
+    # No routing decision yet: say where the run is.
+    send_error = xcoms.get((dag_tasks.SEND_TASK, "sendError"))
+    report = xcoms.get((dag_tasks.CHECK_TASK, "return_value"))
+    if isinstance(send_error, Mapping) and not sid:
+        error = error_info(send_error.get("errorCode"))
+        head = "Nothing sent yet" if run_state not in FINISHED_STATES else "Nothing was sent"
+        return Banner("nothing_sent", head, mask_text(send_error.get("errorMessage")), error), None, None
+    if isinstance(report, Mapping) and is_terminal(report.get("status")):
+        status = report["status"]
+        kind = "delivered" if end_state(status) == "delivered" else "failed"
+        return Banner(kind, f"Status {status}", "", error_info(report.get("errorCode"))), sid, status
+    active = [
+        f"{task} {state}"
+        for task in TASK_ORDER
+        if (state := (tis.get(task) or {}).get("state")) not in FINISHED_STATES
+        and state not in (None, "none")
+    ]
+    where = f" ({', '.join(active)})" if active else ""
+    if run_state in FINISHED_STATES:
+        return Banner("unknown", f"The run ended {run_state} without a routing decision{where}"), sid, None
+    initial = xcoms.get((dag_tasks.SEND_TASK, "initialStatus"))
+    last = (report or {}).get("status") if isinstance(report, Mapping) else None
+    head = "In progress" + (f": last status {last or initial}" if (last or initial) else "") + where
+    return Banner("running", head), sid, None
+
+
+def inputs(conf: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The workflow inputs of the run, with the To partly masked and URLs without credentials."""
+    conf = conf or {}
+    shown = []
+    for key, label in INPUT_LABELS:
+        value = conf.get(key)
+        if value in (None, "", []):
+            continue
+        if key == "to":
+            text = mask_number(str(value))
+        elif key == "accountSid" or key == "messagingServiceSid":
+            text = mask_sid(str(value))
+        elif key == "statusCallback":
+            text = safe_url(str(value))
+        elif key == "mediaUrl":
+            urls = value if isinstance(value, list) else [value]
+            text = "\n".join(safe_url(str(url)) for url in urls)
+        else:
+            text = str(value)
+        shown.append((label, text))
+    if "from" not in conf and "messagingServiceSid" not in conf:
+        shown.insert(1, ("From", "(the DAG's default sender)"))
+    return shown
+
+
+def path_taken(tis: Mapping[str, Mapping[str, Any]]) -> list[Step]:
+    """Every task of the workflow in order, with its state; one that did not run is not 'taken'."""
+    steps = []
+    for task in TASK_ORDER:
+        state = (tis.get(task) or {}).get("state") or "none"
+        taken = state not in NOT_RUN_STATES
+        steps.append(Step(task, state, taken))
+    return steps
+
+
+def workflow_view(
+    dag_id: str,
+    run_id: str,
+    run_state: str,
+    conf: Mapping[str, Any] | None,
+    tis: Mapping[str, Mapping[str, Any]],
+    xcoms: Xcoms,
+    stored_timeline: Sequence[Mapping[str, Any]] | None = None,
+) -> WorkflowView:
+    """Everything the workflow tab shows, from the run's records."""
+    to = mask_number(str((conf or {}).get("to") or "")) or "the recipient"
+    banner, sid, status = _banner(xcoms, run_state, tis, to)
+    timeline, source = _timeline(xcoms, stored_timeline, tis)
+    return WorkflowView(
+        dag_id=dag_id,
+        run_id=run_id,
+        run_state=run_state,
+        banner=banner,
+        message_sid=sid,
+        final_status=status or _first(xcoms, "finalStatus", END_TASKS),
+        timeline=timeline,
+        timeline_source=source,
+        inputs=inputs(conf),
+        path=path_taken(tis),
+    )

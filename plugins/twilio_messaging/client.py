@@ -17,6 +17,7 @@ import httpx
 from twilio_messaging import flows, forms
 from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.errors import TwilioConfigError
+from twilio_messaging.get_provider_info import PACKAGE_NAME
 from twilio_messaging.retry import RetryPolicy
 from twilio_messaging.validation import MessageRequest, validate_account_sid
 
@@ -29,9 +30,9 @@ DEFAULT_CLOCK_SKEW = timedelta(seconds=60)
 
 def _user_agent() -> str:
     try:
-        return f"twilio-send-and-track/{version('twilio-send-and-track')} httpx/{httpx.__version__}"
+        return f"{PACKAGE_NAME}/{version(PACKAGE_NAME)} httpx/{httpx.__version__}"
     except PackageNotFoundError:
-        return f"twilio-send-and-track httpx/{httpx.__version__}"
+        return f"{PACKAGE_NAME} httpx/{httpx.__version__}"
 
 
 class _BaseClient:

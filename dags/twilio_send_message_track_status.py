@@ -11,13 +11,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.providers.http.sensors.http import HttpSensor
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, Param, TriggerRule
 
 from twilio_messaging import dag_tasks
 from twilio_messaging.arazzo import doc_md
-from twilio_messaging.connection import API_POOL, DEFAULT_CONN_ID
+from twilio_messaging.connection import DEFAULT_CONN_ID
+from twilio_messaging.pools import API_POOL
+from twilio_messaging.sensors.twilio import TwilioMessageStatusSensor
 from twilio_messaging.validation import PARAM_SCHEMAS, REQUIRED_PARAMS
 from twilio_messaging.workflow import tracking_settings
 
@@ -67,13 +68,12 @@ with DAG(
         doc_md="createMessage (expects 201); publishes messageSid, initialStatus and accountSid.",
     )
 
-    check_status = HttpSensor(
+    check_status = TwilioMessageStatusSensor(
         task_id=dag_tasks.CHECK_TASK,
-        http_conn_id=DEFAULT_CONN_ID,
-        method="GET",
-        endpoint=dag_tasks.STATUS_ENDPOINT,
-        response_check=dag_tasks.check_status,
-        response_error_codes_allowlist=dag_tasks.TRANSIENT_HTTP_CODES,
+        twilio_conn_id=DEFAULT_CONN_ID,
+        message_sid=send_message.output["messageSid"],
+        account_sid=send_message.output["accountSid"],
+        sent_at=send_message.output["sentAt"],  # the deadline counts from the send, across sensor retries
         mode="reschedule",
         pool=API_POOL,
         poke_interval=TRACKING.poke_interval,

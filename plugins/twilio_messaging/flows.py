@@ -21,6 +21,7 @@ import httpx
 from twilio_messaging import forms
 from twilio_messaging.errors import TwilioUnreachableError
 from twilio_messaging.retry import (
+    NO_RETRY,
     RetryPolicy,
     Verdict,
     classify_exception,
@@ -226,7 +227,7 @@ def create_message_flow(
 
 
 def _last_look(ctx: FlowContext, request: MessageRequest, cutoff: datetime) -> Flow[dict[str, Any] | None]:
-    single = dataclasses.replace(ctx, policy=RetryPolicy(max_attempts=1))
+    single = dataclasses.replace(ctx, policy=NO_RETRY)
     try:
         return (yield from find_created_flow(single, request, cutoff, Budget(single)))
     except Exception as exc:  # the lookup failing must never hide the original failure

@@ -35,6 +35,7 @@ _MG_RE = re.compile(MESSAGING_SERVICE_SID_PATTERN)
 
 RULES: dict[str, str] = {
     "accountSid": "must match ^AC followed by 32 hex digits",
+    "messageSid": "must match ^SM or ^MM followed by 32 hex digits",
     "to": "must be an E.164 number such as +14155550100, or a channel address such as whatsapp:+14155550100",
     "from": (
         "must be an E.164 number, a 3-8 digit short code, an alphanumeric sender ID of 1-11 characters "
@@ -159,6 +160,13 @@ def validate_account_sid(value: Any, field: str = "accountSid") -> str:
     """Return the Account SID if it is well formed."""
     if not isinstance(value, str) or not ACCOUNT_SID_RE.fullmatch(value):
         raise InvalidInput(field, RULES["accountSid"])
+    return value
+
+
+def validate_message_sid(value: Any, field: str = "messageSid") -> str:
+    """Return the message SID if it is well formed (it becomes part of a URL path)."""
+    if not isinstance(value, str) or not MESSAGE_SID_RE.fullmatch(value):
+        raise InvalidInput(field, RULES["messageSid"])
     return value
 
 

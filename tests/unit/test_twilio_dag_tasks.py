@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 
 from twilio_messaging import dag_tasks
@@ -25,33 +24,6 @@ class FakeTI:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed[key] = value
-
-
-def status_response(status: str, code: int | None = None) -> httpx.Response:
-    return httpx.Response(200, json={"sid": "SM" + "1" * 32, "status": status, "error_code": code})
-
-
-def test_check_status_done_on_terminal_status():
-    ti = FakeTI({("sendMessage", "sentAt"): datetime.now(UTC).isoformat()})
-    result = dag_tasks.check_status(status_response("undelivered", 30003), ti, SimpleNamespace(timeout=60))
-    assert result.is_done and result.xcom_value == {
-        "status": "undelivered",
-        "errorCode": 30003,
-        "errorMessage": None,
-    }
-    assert not dag_tasks.check_status(status_response("sent"), ti, SimpleNamespace(timeout=60)).is_done
-
-
-def test_check_status_enforces_the_total_timeout_across_sensor_retries():
-    # Airflow 3.3.2 resets a sensor's reschedule history on retry (TaskInstance.prepare_db_for_next_try),
-    # so its own timeout restarts; the deadline from the send time does not.
-    from airflow.sdk.exceptions import AirflowSensorTimeout
-
-    ti = FakeTI({("sendMessage", "sentAt"): (datetime.now(UTC) - timedelta(seconds=61)).isoformat()})
-    with pytest.raises(AirflowSensorTimeout, match="still 'sent' 60 s after sending"):
-        dag_tasks.check_status(status_response("sent"), ti, SimpleNamespace(timeout=60))
-    # A terminal status still wins after the deadline.
-    assert dag_tasks.check_status(status_response("delivered"), ti, SimpleNamespace(timeout=60)).is_done
 
 
 def test_send_retry_looks_up_before_sending(clean_sandbox, monkeypatch):

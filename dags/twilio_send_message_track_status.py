@@ -17,6 +17,7 @@ from airflow.sdk import DAG, Param, TriggerRule
 from twilio_messaging import dag_tasks
 from twilio_messaging.arazzo import doc_md
 from twilio_messaging.connection import DEFAULT_CONN_ID
+from twilio_messaging.operators.twilio import TwilioSendMessageOperator
 from twilio_messaging.pools import API_POOL
 from twilio_messaging.sensors.twilio import TwilioMessageStatusSensor
 from twilio_messaging.validation import PARAM_SCHEMAS, REQUIRED_PARAMS
@@ -58,9 +59,12 @@ with DAG(
     params={name: _param(name) for name in PARAM_SCHEMAS},
     default_args={"owner": "messaging"},
 ) as dag:
-    send_message = PythonOperator(
+    send_message = TwilioSendMessageOperator(
         task_id=dag_tasks.SEND_TASK,
-        python_callable=dag_tasks.send_message,
+        twilio_conn_id=DEFAULT_CONN_ID,
+        # The trigger form's values, used as data: never rendered as templates (so a body such as
+        # "{{ conn.twilio_default.password }}" is sent as typed).
+        inputs_from_params=True,
         pool=API_POOL,  # bounds Twilio concurrency together with the batch DAG
         retries=2,  # only after Twilio was unreachable; a retry looks for the message before sending
         retry_delay=timedelta(minutes=1),

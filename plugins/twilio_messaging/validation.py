@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,9 +232,9 @@ def _media_urls(value: Any) -> tuple[str, ...]:
     return urls
 
 
-def unknown_inputs(conf: Mapping[str, Any]) -> list[str]:
-    """Conf keys that are not workflow inputs (Airflow accepts them silently; they are usually typos)."""
-    return sorted(key for key in conf if key not in WORKFLOW_INPUTS)
+def unknown_inputs(conf: Mapping[str, Any], accepted: Collection[str] = WORKFLOW_INPUTS) -> list[str]:
+    """Conf keys that are not accepted inputs (Airflow accepts them silently; they are usually typos)."""
+    return sorted(key for key in conf if key not in accepted)
 
 
 def validate_inputs(inputs: Mapping[str, Any]) -> MessageRequest:

@@ -6,10 +6,10 @@ The DAG (dags/twilio_send_message_track_status.py) only wires these to operators
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from twilio_messaging.client import TwilioClient
 from twilio_messaging.connection import TwilioConnection
@@ -89,16 +89,32 @@ def resolve_account_sid(inputs: Mapping[str, Any], connection: TwilioConnection)
 
 
 def prepare_send(
-    inputs: Mapping[str, Any], connection: TwilioConnection, conf: Mapping[str, Any] | None = None
+    inputs: Mapping[str, Any],
+    connection: TwilioConnection,
+    conf: Mapping[str, Any] | None = None,
+    accepted: Collection[str] = WORKFLOW_INPUTS,
 ) -> tuple[str, MessageRequest]:
-    """Validate everything before any request: unknown conf keys, each field, the cross-field rules."""
-    unknown = unknown_inputs(conf or {})
+    """Validate everything before any request: unknown conf keys, each field, the cross-field rules.
+
+    Airflow accepts conf keys that are not params silently; they are usually typos (``Body``), so a conf key
+    not in ``accepted`` (the workflow's inputs, or a DAG's params) is refused.
+    """
+    unknown = unknown_inputs(conf or {}, accepted)
     if unknown:
         raise InvalidInput(
-            ", ".join(unknown), "unknown input; the workflow accepts " + ", ".join(sorted(WORKFLOW_INPUTS))
+            ", ".join(unknown), "unknown input; accepted inputs are " + ", ".join(sorted(accepted))
         )
     request = validate_inputs(inputs)
     return resolve_account_sid(inputs, connection), request
+
+
+class SendOutputs(TypedDict):
+    """What sendMessage publishes: the Arazzo step outputs, the account, and when it was sent."""
+
+    messageSid: str | None
+    initialStatus: str | None
+    accountSid: str
+    sentAt: str  # ISO-8601 UTC; the status deadline counts from it
 
 
 def send_message(
@@ -106,11 +122,12 @@ def send_message(
     connection: TwilioConnection,
     *,
     conf: Mapping[str, Any] | None = None,
+    accepted: Collection[str] = WORKFLOW_INPUTS,
     sent_since: datetime | None = None,
     client_factory: Callable[..., TwilioClient] = TwilioClient,
-) -> dict[str, Any]:
+) -> SendOutputs:
     """Create the message; returns the step outputs ``messageSid``, ``initialStatus`` plus ``accountSid``."""
-    account_sid, request = prepare_send(inputs, connection, conf)
+    account_sid, request = prepare_send(inputs, connection, conf, accepted)
     with client_factory(connection, account_sid=account_sid) as client:
         message = client.create_message(request, sent_since=sent_since)
     return {

@@ -47,11 +47,12 @@ def test_structure_reads_like_the_diagram(dag):
     from airflow.providers.http.sensors.http import HttpSensor
     from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 
+    from twilio_messaging.operators.twilio import TwilioSendMessageOperator
     from twilio_messaging.sensors.twilio import TwilioMessageStatusSensor
 
     tasks = {t.task_id: t for t in dag.tasks}
     assert set(tasks) == {"sendMessage", "checkStatus", "routeByStatus", "delivered", "failed"}
-    assert type(tasks["sendMessage"]) is PythonOperator
+    assert type(tasks["sendMessage"]) is TwilioSendMessageOperator
     assert type(tasks["checkStatus"]) is TwilioMessageStatusSensor and isinstance(
         tasks["checkStatus"], HttpSensor
     )

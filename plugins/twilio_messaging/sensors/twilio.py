@@ -53,7 +53,8 @@ class TwilioMessageStatusSensor(HttpSensor):
         when one run tracks several messages, or None to keep no timeline.
 
     Defaults suit production: ``mode="reschedule"`` (no worker slot held between pokes), 60 s pokes backing
-    off exponentially to 15 min, for at most 24 h after sending.
+    off exponentially to 15 min, for at most 24 h after sending; ``poke_interval``, ``timeout`` and
+    ``max_wait`` left unset come from TWILIO_POKE_INTERVAL, TWILIO_STATUS_TIMEOUT and TWILIO_MAX_WAIT.
     """
 
     template_fields: Sequence[str] = ("message_sid", "account_sid", "sent_at", "twilio_conn_id", "endpoint")
@@ -69,12 +70,13 @@ class TwilioMessageStatusSensor(HttpSensor):
         transient_http_codes: Sequence[int | str] = tuple(sorted(TRANSIENT_STATUS_CODES)),
         timeline_file: str | None = TIMELINE_FILE,
         mode: str = "reschedule",
-        poke_interval: float = workflow.DEFAULT_POKE_INTERVAL,
-        timeout: float = workflow.DEFAULT_STATUS_TIMEOUT,
+        poke_interval: float | None = None,
+        timeout: float | None = None,
         exponential_backoff: bool = True,
-        max_wait: float | timedelta | None = workflow.DEFAULT_MAX_WAIT,
+        max_wait: float | timedelta | None = None,
         **kwargs: Any,
     ) -> None:
+        tracking = workflow.tracking_settings()
         super().__init__(
             endpoint=ENDPOINT_TEMPLATE,
             http_conn_id=twilio_conn_id,
@@ -83,10 +85,10 @@ class TwilioMessageStatusSensor(HttpSensor):
             # The HTTP trigger would read the connection with HttpHook's rules, not TwilioHook's.
             deferrable=False,
             mode=mode,
-            poke_interval=poke_interval,
-            timeout=timeout,
+            poke_interval=tracking.poke_interval if poke_interval is None else poke_interval,
+            timeout=tracking.timeout if timeout is None else timeout,
             exponential_backoff=exponential_backoff,
-            max_wait=max_wait,
+            max_wait=tracking.max_wait if max_wait is None else max_wait,
             **kwargs,
         )
         self.message_sid = message_sid

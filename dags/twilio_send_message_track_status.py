@@ -20,8 +20,7 @@ from twilio_messaging.connection import DEFAULT_CONN_ID
 from twilio_messaging.operators.twilio import TwilioSendMessageOperator
 from twilio_messaging.pools import API_POOL
 from twilio_messaging.sensors.twilio import TwilioMessageStatusSensor
-from twilio_messaging.validation import PARAM_SCHEMAS, REQUIRED_PARAMS
-from twilio_messaging.workflow import tracking_settings
+from twilio_messaging.workflow import tracking_settings, trigger_params
 
 WORKFLOW_FILE = Path(__file__).parent / "workflows" / "twilio-send-message-track-status-workflow.yml"
 WORKFLOW_ID = "send-message-track-status"
@@ -44,11 +43,6 @@ for at most {TRACKING.timeout:g} s after sending
 """
 
 
-def _param(name: str) -> Param:
-    schema = PARAM_SCHEMAS[name]
-    return Param(**schema) if name in REQUIRED_PARAMS else Param(None, **schema)
-
-
 with DAG(
     dag_id="twilio_send_message_track_status",
     schedule=None,
@@ -56,7 +50,8 @@ with DAG(
     catchup=False,
     doc_md=doc_md(WORKFLOW_FILE, WORKFLOW_ID, END_STATES),
     tags=["twilio", "sms", "arazzo"],
-    params={name: _param(name) for name in PARAM_SCHEMAS},
+    # `from` defaults to $TWILIO_DEFAULT_FROM; descriptions state the rules Airflow cannot check at trigger.
+    params={name: Param(**spec) for name, spec in trigger_params().items()},
     default_args={"owner": "messaging"},
 ) as dag:
     send_message = TwilioSendMessageOperator(

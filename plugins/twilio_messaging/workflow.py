@@ -16,11 +16,14 @@ from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.errors import describe
 from twilio_messaging.statuses import UNCONFIRMED_REASON, end_state, is_terminal, unconfirmed
 from twilio_messaging.validation import (
+    PARAM_SCHEMAS,
+    REQUIRED_PARAMS,
     WORKFLOW_INPUTS,
     InvalidInput,
     MessageRequest,
     unknown_inputs,
     validate_inputs,
+    validate_message,
 )
 
 # Production defaults of the status polling, overridable at parse time (tests, demos).
@@ -73,6 +76,60 @@ def tracking_settings(environ: Mapping[str, str] | None = None) -> TrackingSetti
     )
 
 
+# ---- the trigger form ------------------------------------------------------------------------------
+
+DEFAULT_FROM_ENV = "TWILIO_DEFAULT_FROM"
+# JSON Schema applies to one field at a time, so Airflow's trigger-time validation cannot see these rules.
+NOT_CHECKED_AT_TRIGGER = (
+    "Airflow cannot check this rule when the run is triggered; sendMessage refuses a run that breaks it "
+    "before anything is sent."
+)
+
+
+def default_from(environ: Mapping[str, str] | None = None) -> str | None:
+    """The deployment's sender ($TWILIO_DEFAULT_FROM), checked now so a typo fails the DAG's parse."""
+    env = os.environ if environ is None else environ
+    value = env.get(DEFAULT_FROM_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return validate_message("+15005550006", value, "x").from_  # the rules of a real send's From
+    except InvalidInput as exc:
+        raise ValueError(f"{DEFAULT_FROM_ENV}={value!r}: {exc.rule}") from None
+
+
+def trigger_params(environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of the DAG's ``Param``s: the input schemas, ``from``'s deployment default, and the
+    cross-field rules said in the descriptions where Airflow cannot check them."""
+    sender = default_from(environ)
+    specs: dict[str, dict[str, Any]] = {}
+    for name, schema in PARAM_SCHEMAS.items():
+        spec = dict(schema)
+        if name not in REQUIRED_PARAMS:
+            spec["default"] = None
+        specs[name] = spec
+    specs["from"]["default"] = sender
+    specs["from"]["description"] = (
+        "Your Twilio phone number (E.164), short code, alphanumeric sender ID or channel address"
+        + (f"; the deployment's default ({DEFAULT_FROM_ENV}) is filled in" if sender else "")
+        + ". Give either this or Messaging Service SID, not both"
+        + (" (a Messaging Service SID replaces the default)" if sender else "")
+        + ". "
+        + NOT_CHECKED_AT_TRIGGER
+    )
+    specs["messagingServiceSid"]["description"] += " " + NOT_CHECKED_AT_TRIGGER
+    specs["body"]["description"] += " " + NOT_CHECKED_AT_TRIGGER
+    return specs
+
+
+def yield_default_sender(inputs: Mapping[str, Any], defaults: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A Messaging Service given with the form's default ``from`` replaces it (exactly one may be sent)."""
+    sender = inputs.get("from")
+    if defaults and sender and inputs.get("messagingServiceSid") and sender == defaults.get("from"):
+        return {**inputs, "from": None}
+    return inputs
+
+
 # ---- sendMessage -------------------------------------------------------------------------------------
 
 
@@ -93,6 +150,7 @@ def prepare_send(
     connection: TwilioConnection,
     conf: Mapping[str, Any] | None = None,
     accepted: Collection[str] = WORKFLOW_INPUTS,
+    defaults: Mapping[str, Any] | None = None,
 ) -> tuple[str, MessageRequest]:
     """Validate everything before any request: unknown conf keys, each field, the cross-field rules.
 
@@ -104,6 +162,7 @@ def prepare_send(
         raise InvalidInput(
             ", ".join(unknown), "unknown input; accepted inputs are " + ", ".join(sorted(accepted))
         )
+    inputs = yield_default_sender(inputs, defaults)
     request = validate_inputs(inputs)
     return resolve_account_sid(inputs, connection), request
 
@@ -123,11 +182,12 @@ def send_message(
     *,
     conf: Mapping[str, Any] | None = None,
     accepted: Collection[str] = WORKFLOW_INPUTS,
+    defaults: Mapping[str, Any] | None = None,
     sent_since: datetime | None = None,
     client_factory: Callable[..., TwilioClient] = TwilioClient,
 ) -> SendOutputs:
     """Create the message; returns the step outputs ``messageSid``, ``initialStatus`` plus ``accountSid``."""
-    account_sid, request = prepare_send(inputs, connection, conf, accepted)
+    account_sid, request = prepare_send(inputs, connection, conf, accepted, defaults)
     with client_factory(connection, account_sid=account_sid) as client:
         message = client.create_message(request, sent_since=sent_since)
     return {

@@ -25,6 +25,7 @@ POKE_INTERVAL = "2"
 MAX_WAIT = "4"  # the DAG backs off exponentially; cap it so a slow run still polls often
 STATUS_TIMEOUT = "240"
 RUN_TIMEOUT = 300.0
+DEFAULT_FROM = "+15005550006"
 
 
 @dataclass
@@ -82,6 +83,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
                 "TWILIO_POKE_INTERVAL": POKE_INTERVAL,
                 "TWILIO_MAX_WAIT": MAX_WAIT,
                 "TWILIO_STATUS_TIMEOUT": STATUS_TIMEOUT,
+                "TWILIO_DEFAULT_FROM": DEFAULT_FROM,  # the trigger form's `from` default
             },
             log=lambda text: print(f"[e2e stack] {text}", flush=True),
         )

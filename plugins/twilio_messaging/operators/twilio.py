@@ -97,6 +97,12 @@ class TwilioSendMessageOperator(BaseOperator):
         # so the accepted names come from what the DAG and the task declare.
         return set(self.params) if self.has_dag() else set(context.get("params") or {})
 
+    def _param_defaults(self) -> dict[str, Any]:
+        # A deployment default (e.g. `from`) must yield to a Messaging Service the user gave.
+        if not self.has_dag():
+            return {}
+        return {name: self.params.get_param(name).value for name in self.params}
+
     def execute(self, context: Context) -> workflow.SendOutputs:
         ti = context["ti"]
         dag_run = context["dag_run"]
@@ -110,6 +116,7 @@ class TwilioSendMessageOperator(BaseOperator):
                 connection,
                 conf=conf,
                 accepted=self._declared_params(context),
+                defaults=self._param_defaults() if self.inputs_from_params else None,
                 sent_since=sent_since,
             )
         except (InvalidInput, TwilioConfigError, TwilioAPIError) as exc:

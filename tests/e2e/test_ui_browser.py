@@ -191,6 +191,11 @@ def test_trigger_form_offers_the_deployment_sender(e2e: E2E, page: Any) -> None:
     run_id = resp.value.json()["dag_run_id"]
     assert e2e.wait(run_id).state == "success", e2e.task_log_hint(run_id)
     assert [m["from"] for m in e2e.sandbox.messages() if m["body"] == body] == [DEFAULT_FROM]
+    # issue 14 point 6: the poke logs of checkStatus carry no DeprecatedImportWarning any more.
+    logs = list((e2e.stack.home / "logs").glob(f"dag_id={DAG_ID}/run_id={run_id}/task_id=checkStatus/*"))
+    text = "".join(p.read_text(errors="replace") for p in logs if p.is_file())
+    assert "Poking:" in text, f"no checkStatus log found in {logs}"
+    assert "determine_kwargs" not in text and "DeprecatedImportWarning" not in text
 
 
 def test_connection_form_offers_twilio_with_relabelled_fields(e2e: E2E, page: Any) -> None:

@@ -124,7 +124,10 @@ class TwilioMessageStatusSensor(HttpSensor):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         # HttpSensor.poke would build a plain HttpHook from the conn id, which knows nothing of the twilio
-        # connection type's defaults; this is its request and allowlist logic with TwilioHook instead.
+        # connection type's defaults; this is its request and allowlist logic with TwilioHook instead. It
+        # also imports airflow.utils.operator_helpers.determine_kwargs on every poke (providers-http 6.3.0,
+        # airflow/providers/http/sensors/http.py), whose DeprecatedImportWarning filled each poke's log
+        # (issue 14 point 6): not calling it silences that one warning without any warnings filter.
         if self._unusable is not None:
             raise AirflowFailException(str(self._unusable))
         self.log.info("Poking: %s", self.endpoint)

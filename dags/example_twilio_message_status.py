@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, XComArg
 
 from twilio_messaging.operators import TwilioSendMessageOperator
 from twilio_messaging.sensors import TwilioMessageStatusSensor
@@ -13,7 +13,7 @@ with DAG("example_twilio_message_status", schedule=None, start_date=datetime(202
     )
     TwilioMessageStatusSensor(
         task_id="wait_for_delivery",
-        message_sid=send.output["messageSid"],
-        sent_at=send.output["sentAt"],  # the timeout counts from the send, across sensor retries
+        message_sid=XComArg(send, key="messageSid"),
+        sent_at=XComArg(send, key="sentAt"),  # the timeout counts from the send, across sensor retries
         timeout=3600,  # default 24 h; polls every 60 s (TWILIO_POKE_INTERVAL), backing off to 15 min
     )  # returns {"status", "errorCode", "errorMessage"} once the status is final

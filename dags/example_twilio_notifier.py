@@ -4,6 +4,7 @@ Trigger it with {"fail": true} to see the failure notification.
 """
 
 from datetime import datetime
+from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
@@ -21,8 +22,8 @@ with DAG(
 ):
 
     @task(on_failure_callback=alert, on_retry_callback=alert)
-    def nightly_export(params: dict) -> None:
-        if params["fail"]:
+    def nightly_export(params: dict[str, Any] | None = None) -> None:  # params: injected by Airflow
+        if params and params["fail"]:
             raise RuntimeError("the export failed")
 
     nightly_export()

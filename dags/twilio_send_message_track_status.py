@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
-from airflow.sdk import DAG, Param, TriggerRule
+from airflow.sdk import DAG, Param, TriggerRule, XComArg
 
 from twilio_messaging import dag_tasks
 from twilio_messaging.arazzo import doc_md
@@ -70,9 +70,11 @@ with DAG(
     check_status = TwilioMessageStatusSensor(
         task_id=dag_tasks.CHECK_TASK,
         twilio_conn_id=DEFAULT_CONN_ID,
-        message_sid=send_message.output["messageSid"],
-        account_sid=send_message.output["accountSid"],
-        sent_at=send_message.output["sentAt"],  # the deadline counts from the send, across sensor retries
+        message_sid=XComArg(send_message, key="messageSid"),
+        account_sid=XComArg(send_message, key="accountSid"),
+        sent_at=XComArg(
+            send_message, key="sentAt"
+        ),  # the deadline counts from the send, across sensor retries
         mode="reschedule",
         pool=API_POOL,
         poke_interval=TRACKING.poke_interval,

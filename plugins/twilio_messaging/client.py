@@ -35,6 +35,10 @@ def _user_agent() -> str:
         return f"{PACKAGE_NAME} httpx/{httpx.__version__}"
 
 
+def _query(call: flows.Call) -> tuple[tuple[str, str], ...] | None:
+    return None if call.params is None else tuple(call.params)
+
+
 class _BaseClient:
     def __init__(
         self,
@@ -102,7 +106,7 @@ class TwilioClient(_BaseClient):
                 reply = None
                 continue
             try:
-                reply = self._http.request(step.method, step.url, params=step.params, data=step.data)
+                reply = self._http.request(step.method, step.url, params=_query(step), data=step.data)
             except httpx.TransportError as exc:
                 reply = exc
 
@@ -154,7 +158,7 @@ class AsyncTwilioClient(_BaseClient):
                 reply = None
                 continue
             try:
-                reply = await self._http.request(step.method, step.url, params=step.params, data=step.data)
+                reply = await self._http.request(step.method, step.url, params=_query(step), data=step.data)
             except httpx.TransportError as exc:
                 reply = exc
 

@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from twilio_messaging.client import TwilioClient
 from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.errors import describe
-from twilio_messaging.statuses import UNCONFIRMED_REASON, end_state, is_terminal, unconfirmed
+from twilio_messaging.statuses import UNCONFIRMED_REASON, EndState, end_state, is_terminal, unconfirmed
 from twilio_messaging.validation import (
     PARAM_SCHEMAS,
     REQUIRED_PARAMS,
@@ -201,7 +201,34 @@ def send_message(
 # ---- checkStatus ------------------------------------------------------------------------------------
 
 
-def status_report(message: Mapping[str, Any]) -> dict[str, Any]:
+class StatusReport(TypedDict):
+    """checkStatus' outputs (its return_value XCom), from one message resource."""
+
+    status: str | None
+    errorCode: int | None
+    errorMessage: str | None
+
+
+class SendError(TypedDict, total=False):
+    """sendMessage's ``sendError`` XCom: why nothing (or possibly something) was sent."""
+
+    errorCode: int | None
+    errorMessage: str
+    maybeCreated: bool
+
+
+class Outcome(TypedDict):
+    """routeByStatus' ``outcome`` XCom: the end task, the workflow outputs and the reason."""
+
+    end: EndState
+    messageSid: str | None
+    finalStatus: str | None
+    errorCode: int | None
+    errorMessage: str | None
+    reason: str | None
+
+
+def status_report(message: Mapping[str, Any]) -> StatusReport:
     """The checkStatus outputs of one message resource."""
     return {
         "status": message.get("status"),
@@ -210,7 +237,7 @@ def status_report(message: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def poke(message: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+def poke(message: Mapping[str, Any]) -> tuple[bool, StatusReport]:
     """Whether polling is over, and the status report to publish."""
     report = status_report(message)
     return is_terminal(report["status"]), report
@@ -235,13 +262,14 @@ def decide_outcome(
     report: Mapping[str, Any] | None,
     fetch: Callable[[str, str], Mapping[str, Any]] | None = None,
     send_error: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """The end state and workflow outputs, from sendMessage's and checkStatus' outputs.
 
     Without a terminal status from checkStatus (it timed out or failed), the message is fetched once more
     with ``fetch(account_sid, message_sid)`` so the outputs say where it got stuck.
     """
-    sid = (send or {}).get("messageSid")
+    send = send or {}
+    sid = send.get("messageSid")
     if not sid:
         error = send_error or {}
         detail = error.get("errorMessage") or "sendMessage did not succeed"
@@ -265,7 +293,7 @@ def decide_outcome(
         }
     reason = None
     if not report or not is_terminal(report.get("status")):
-        last = dict(report or {})
+        last: Mapping[str, Any] = dict(report or {})
         if fetch is not None:
             try:
                 last = status_report(fetch(send["accountSid"], sid))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, XComArg
+from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from twilio_messaging import workflow
@@ -60,13 +61,13 @@ class TwilioSendMessageOperator(BaseOperator):
     def __init__(
         self,
         *,
-        to: str | None = None,
-        from_: str | None = None,
-        messaging_service_sid: str | None = None,
-        body: str | None = None,
-        media_url: str | Sequence[str] | None = None,
-        status_callback: str | None = None,
-        account_sid: str | None = None,
+        to: str | XComArg | None = None,
+        from_: str | XComArg | None = None,
+        messaging_service_sid: str | XComArg | None = None,
+        body: str | XComArg | None = None,
+        media_url: str | Sequence[str] | XComArg | None = None,
+        status_callback: str | XComArg | None = None,
+        account_sid: str | XComArg | None = None,
         twilio_conn_id: str = DEFAULT_CONN_ID,
         inputs_from_params: bool = False,
         **kwargs: Any,
@@ -99,7 +100,7 @@ class TwilioSendMessageOperator(BaseOperator):
 
     def _param_defaults(self) -> dict[str, Any]:
         # A deployment default (e.g. `from`) must yield to a Messaging Service the user gave.
-        if not self.has_dag():
+        if not self.has_dag() or not isinstance(self.params, ParamsDict):
             return {}
         return {name: self.params.get_param(name).value for name in self.params}
 

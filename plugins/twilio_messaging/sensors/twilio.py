@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.http.sensors.http import HttpSensor
-from airflow.sdk import PokeReturnValue
+from airflow.sdk import PokeReturnValue, XComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from twilio_messaging import workflow
@@ -63,9 +63,9 @@ class TwilioMessageStatusSensor(HttpSensor):
     def __init__(
         self,
         *,
-        message_sid: str,
-        account_sid: str | None = None,
-        sent_at: str | None = None,
+        message_sid: str | XComArg,
+        account_sid: str | XComArg | None = None,
+        sent_at: str | XComArg | None = None,
         twilio_conn_id: str = DEFAULT_CONN_ID,
         transient_http_codes: Sequence[int | str] = tuple(sorted(TRANSIENT_STATUS_CODES)),
         timeline_file: str | None = TIMELINE_FILE,
@@ -145,7 +145,9 @@ class TwilioMessageStatusSensor(HttpSensor):
         if done:
             context["ti"].xcom_push(key=TIMELINE_XCOM, value=timeline)
             return PokeReturnValue(is_done=True, xcom_value=report)
-        sent_at = self.sent_at or _iso(parse_twilio_date(message.get("date_created")))
+        # Rendered by now: a string (or None), no longer an XComArg.
+        sent_at = self.sent_at if isinstance(self.sent_at, str) and self.sent_at else None
+        sent_at = sent_at or _iso(parse_twilio_date(message.get("date_created")))
         if workflow.past_deadline(sent_at, self.timeout):
             context["ti"].xcom_push(key=TIMELINE_XCOM, value=timeline)
             raise AirflowSensorTimeout(
@@ -153,7 +155,7 @@ class TwilioMessageStatusSensor(HttpSensor):
             )
         return False
 
-    def _record(self, context: Context, report: dict[str, Any]) -> list[StatusObservation]:
+    def _record(self, context: Context, report: Mapping[str, Any]) -> list[StatusObservation]:
         entry = observation(report)
         if not self.timeline_file:
             return [entry]

@@ -122,10 +122,14 @@ def trigger_params(environ: Mapping[str, str] | None = None) -> dict[str, dict[s
     return specs
 
 
-def yield_default_sender(inputs: Mapping[str, Any], defaults: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """A Messaging Service given with the form's default ``from`` replaces it (exactly one may be sent)."""
+def yield_default_sender(inputs: Mapping[str, Any], default_sender: str | None) -> Mapping[str, Any]:
+    """A Messaging Service given with the form's default ``from`` replaces it (exactly one may be sent).
+
+    The default comes from $TWILIO_DEFAULT_FROM, not from the Param: Airflow stores each run's value in the
+    Param objects (``Param.resolve``), so by the time a task runs they no longer hold the default.
+    """
     sender = inputs.get("from")
-    if defaults and sender and inputs.get("messagingServiceSid") and sender == defaults.get("from"):
+    if default_sender and sender == default_sender and inputs.get("messagingServiceSid"):
         return {**inputs, "from": None}
     return inputs
 
@@ -150,7 +154,7 @@ def prepare_send(
     connection: TwilioConnection,
     conf: Mapping[str, Any] | None = None,
     accepted: Collection[str] = WORKFLOW_INPUTS,
-    defaults: Mapping[str, Any] | None = None,
+    default_sender: str | None = None,
 ) -> tuple[str, MessageRequest]:
     """Validate everything before any request: unknown conf keys, each field, the cross-field rules.
 
@@ -162,7 +166,7 @@ def prepare_send(
         raise InvalidInput(
             ", ".join(unknown), "unknown input; accepted inputs are " + ", ".join(sorted(accepted))
         )
-    inputs = yield_default_sender(inputs, defaults)
+    inputs = yield_default_sender(inputs, default_sender)
     request = validate_inputs(inputs)
     return resolve_account_sid(inputs, connection), request
 
@@ -182,12 +186,12 @@ def send_message(
     *,
     conf: Mapping[str, Any] | None = None,
     accepted: Collection[str] = WORKFLOW_INPUTS,
-    defaults: Mapping[str, Any] | None = None,
+    default_sender: str | None = None,
     sent_since: datetime | None = None,
     client_factory: Callable[..., TwilioClient] = TwilioClient,
 ) -> SendOutputs:
     """Create the message; returns the step outputs ``messageSid``, ``initialStatus`` plus ``accountSid``."""
-    account_sid, request = prepare_send(inputs, connection, conf, accepted, defaults)
+    account_sid, request = prepare_send(inputs, connection, conf, accepted, default_sender)
     with client_factory(connection, account_sid=account_sid) as client:
         message = client.create_message(request, sent_since=sent_since)
     return {

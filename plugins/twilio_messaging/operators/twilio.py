@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, XComArg
-from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from twilio_messaging import workflow
@@ -52,7 +51,8 @@ class TwilioSendMessageOperator(BaseOperator):
     :param twilio_conn_id: the Twilio connection (templated).
     :param inputs_from_params: take every argument left as None from the run's params under its workflow
         name (to, from, body, mediaUrl, statusCallback, accountSid, messagingServiceSid), and refuse conf
-        keys that are not params (typos). The values are used as data: they are never rendered as templates.
+        keys that are not params (typos); a ``from`` equal to $TWILIO_DEFAULT_FROM (the form's default) yields
+        to a given messagingServiceSid. The values are used as data: they are never rendered as templates.
     """
 
     template_fields: Sequence[str] = (*INPUT_NAMES, "twilio_conn_id")
@@ -98,12 +98,6 @@ class TwilioSendMessageOperator(BaseOperator):
         # so the accepted names come from what the DAG and the task declare.
         return set(self.params) if self.has_dag() else set(context.get("params") or {})
 
-    def _param_defaults(self) -> dict[str, Any]:
-        # A deployment default (e.g. `from`) must yield to a Messaging Service the user gave.
-        if not self.has_dag() or not isinstance(self.params, ParamsDict):
-            return {}
-        return {name: self.params.get_param(name).value for name in self.params}
-
     def execute(self, context: Context) -> workflow.SendOutputs:
         ti = context["ti"]
         dag_run = context["dag_run"]
@@ -117,7 +111,8 @@ class TwilioSendMessageOperator(BaseOperator):
                 connection,
                 conf=conf,
                 accepted=self._declared_params(context),
-                defaults=self._param_defaults() if self.inputs_from_params else None,
+                # The trigger form's default `from` yields to a Messaging Service the user gave.
+                default_sender=workflow.default_from() if self.inputs_from_params else None,
                 sent_since=sent_since,
             )
         except (InvalidInput, TwilioConfigError, TwilioAPIError) as exc:

@@ -95,3 +95,23 @@ def test_bad_input_is_logged_before_any_request(env, capfd):
     TwilioNotifier(to="not-a-number", from_=FROM)(task_context())
     assert "Invalid input for 'to'" in capfd.readouterr().out
     assert sum(env.stats()["requests"].values()) == 0
+
+
+def test_async_notify_sends_once_and_never_raises(env, monkeypatch):
+    import asyncio
+
+    async def awaited(notifier: TwilioNotifier, context: dict[str, Any]) -> None:
+        notifier.context = context  # type: ignore[assignment]  # what the triggerer sets before awaiting
+        await notifier
+
+    notifier = TwilioNotifier(to="+15551230207", from_=FROM)
+    asyncio.run(awaited(notifier, task_context()))
+    asyncio.run(awaited(TwilioNotifier(to="+15551230207", from_=FROM), task_context()))
+    [message] = env.messages()
+    assert message["body"].startswith("Airflow: task load failed. DAG etl")
+    asyncio.run(
+        awaited(TwilioNotifier(to="+15551230208", from_=FROM, body="{{ missing.attr }}"), task_context())
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", env.conn_json().replace(env.auth_token, "wrong-token"))
+    asyncio.run(awaited(TwilioNotifier(to="+15551230209", from_=FROM), task_context()))  # logged, not raised
+    assert len(env.messages()) == 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -119,25 +119,35 @@ class TwilioNotifier(BaseNotifier):
         except Exception as exc:
             self.log.error("Twilio notification not sent: %s", exc)
 
-    def notify(self, context: Context) -> None:
+    def __await__(self) -> Generator[Any, None, None]:
+        try:
+            return (yield from super().__await__())
+        except Exception as exc:  # rendering failed before async_notify could catch it
+            self.log.error("Twilio notification not sent: %s", exc)
+
+    def _requests(self, context: Context) -> tuple[dict[str, Any], list[MessageRequest]]:
         facts: dict[str, Any] = context["notification"]  # type: ignore[typeddict-item]
         recipients = [self.to] if isinstance(self.to, str) else list(self.to)
-        requests = [
-            validate_message(
-                to, self.from_, self.body[:BODY_MAX_CHARS], None, None, self.messaging_service_sid
-            )
+        body = self.body[:BODY_MAX_CHARS]
+        return facts, [
+            validate_message(to, self.from_, body, None, None, self.messaging_service_sid)
             for to in recipients
         ]
-        hook = TwilioHook(self.twilio_conn_id)
-        with hook.get_client(account_sid=self.account_sid) as client:
+
+    def _claimed(self, facts: dict[str, Any], request: MessageRequest) -> ObjectStoragePath | None:
+        marker = self.marker_path(facts, request.to)
+        if _claim(marker):
+            return marker
+        self.log.info(
+            "Notification to %s for %s already sent; not sending it again", request.to, facts["event"]
+        )
+        return None
+
+    def notify(self, context: Context) -> None:
+        facts, requests = self._requests(context)
+        with TwilioHook(self.twilio_conn_id).get_client(account_sid=self.account_sid) as client:
             for request in requests:
-                marker = self.marker_path(facts, request.to)
-                if not _claim(marker):
-                    self.log.info(
-                        "Notification to %s for %s already sent; not sending it again",
-                        request.to,
-                        facts["event"],
-                    )
+                if (marker := self._claimed(facts, request)) is None:
                     continue
                 try:
                     message = client.create_message(request)
@@ -146,6 +156,26 @@ class TwilioNotifier(BaseNotifier):
                     raise
                 _write_marker(marker, message.get("sid"), request)
                 self.log.info("Sent notification %s to %s", message.get("sid"), request.to)
+
+    async def async_notify(self, context: Context) -> None:
+        """The same, with the async client (for the triggerer, e.g. deadline alerts); never raises either."""
+        try:
+            facts, requests = self._requests(context)
+            async with TwilioHook(self.twilio_conn_id).get_async_client(
+                account_sid=self.account_sid
+            ) as client:
+                for request in requests:
+                    if (marker := self._claimed(facts, request)) is None:
+                        continue
+                    try:
+                        message = await client.create_message(request)
+                    except Exception:
+                        marker.unlink(missing_ok=True)
+                        raise
+                    _write_marker(marker, message.get("sid"), request)
+                    self.log.info("Sent notification %s to %s", message.get("sid"), request.to)
+        except Exception as exc:
+            self.log.error("Twilio notification not sent: %s", exc)
 
     @staticmethod
     def marker_path(facts: dict[str, Any], to: str) -> ObjectStoragePath:

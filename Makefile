@@ -6,8 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PIP_FLAGS := --disable-pip-version-check -q
-# The stamp changes whenever a requirements or constraints file does, so a second run reuses the venv.
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt requirements-celery.txt constraints.txt | cksum | cut -d' ' -f1)
+# The stamp changes whenever a requirements, constraints or package file does, so a second run reuses the venv.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt requirements-celery.txt constraints.txt plugins/pyproject.toml | cksum | cut -d' ' -f1)
 
 SANDBOX_PORT ?= 8099
 PYTEST_ARGS ?=
@@ -23,10 +23,12 @@ help:
 	@echo "make bench    run the benchmarks under bench/"
 	@echo "make soak     run the long soak tests"
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-celery.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-celery.txt constraints.txt plugins/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing pinned requirements into $(VENV) ..."
 	$(BIN)/pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt -r requirements-celery.txt -c constraints.txt
+	@# Our package as an Airflow provider (the Twilio connection type); editable, so plugins/ stays the code.
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps -e plugins
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -35,6 +37,7 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

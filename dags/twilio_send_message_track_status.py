@@ -11,15 +11,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.providers.http.sensors.http import HttpSensor
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
-from airflow.sdk import DAG, Param, TriggerRule
+from airflow.sdk import DAG, Param, TriggerRule, XComArg
 
 from twilio_messaging import dag_tasks
 from twilio_messaging.arazzo import doc_md
-from twilio_messaging.connection import API_POOL, DEFAULT_CONN_ID
-from twilio_messaging.validation import PARAM_SCHEMAS, REQUIRED_PARAMS
-from twilio_messaging.workflow import tracking_settings
+from twilio_messaging.connection import DEFAULT_CONN_ID
+from twilio_messaging.operators.twilio import TwilioSendMessageOperator
+from twilio_messaging.pools import API_POOL
+from twilio_messaging.sensors.twilio import TwilioMessageStatusSensor
+from twilio_messaging.workflow import tracking_settings, trigger_params
 
 WORKFLOW_FILE = Path(__file__).parent / "workflows" / "twilio-send-message-track-status-workflow.yml"
 WORKFLOW_ID = "send-message-track-status"
@@ -42,11 +43,6 @@ for at most {TRACKING.timeout:g} s after sending
 """
 
 
-def _param(name: str) -> Param:
-    schema = PARAM_SCHEMAS[name]
-    return Param(**schema) if name in REQUIRED_PARAMS else Param(None, **schema)
-
-
 with DAG(
     dag_id="twilio_send_message_track_status",
     schedule=None,
@@ -54,12 +50,16 @@ with DAG(
     catchup=False,
     doc_md=doc_md(WORKFLOW_FILE, WORKFLOW_ID, END_STATES),
     tags=["twilio", "sms", "arazzo"],
-    params={name: _param(name) for name in PARAM_SCHEMAS},
+    # `from` defaults to $TWILIO_DEFAULT_FROM; descriptions state the rules Airflow cannot check at trigger.
+    params={name: Param(**spec) for name, spec in trigger_params().items()},
     default_args={"owner": "messaging"},
 ) as dag:
-    send_message = PythonOperator(
+    send_message = TwilioSendMessageOperator(
         task_id=dag_tasks.SEND_TASK,
-        python_callable=dag_tasks.send_message,
+        twilio_conn_id=DEFAULT_CONN_ID,
+        # The trigger form's values, used as data: never rendered as templates (so a body such as
+        # "{{ conn.twilio_default.password }}" is sent as typed).
+        inputs_from_params=True,
         pool=API_POOL,  # bounds Twilio concurrency together with the batch DAG
         retries=2,  # only after Twilio was unreachable; a retry looks for the message before sending
         retry_delay=timedelta(minutes=1),
@@ -67,13 +67,14 @@ with DAG(
         doc_md="createMessage (expects 201); publishes messageSid, initialStatus and accountSid.",
     )
 
-    check_status = HttpSensor(
+    check_status = TwilioMessageStatusSensor(
         task_id=dag_tasks.CHECK_TASK,
-        http_conn_id=DEFAULT_CONN_ID,
-        method="GET",
-        endpoint=dag_tasks.STATUS_ENDPOINT,
-        response_check=dag_tasks.check_status,
-        response_error_codes_allowlist=dag_tasks.TRANSIENT_HTTP_CODES,
+        twilio_conn_id=DEFAULT_CONN_ID,
+        message_sid=XComArg(send_message, key="messageSid"),
+        account_sid=XComArg(send_message, key="accountSid"),
+        sent_at=XComArg(
+            send_message, key="sentAt"
+        ),  # the deadline counts from the send, across sensor retries
         mode="reschedule",
         pool=API_POOL,
         poke_interval=TRACKING.poke_interval,

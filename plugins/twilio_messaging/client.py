@@ -17,6 +17,7 @@ import httpx
 from twilio_messaging import flows, forms
 from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.errors import TwilioConfigError
+from twilio_messaging.get_provider_info import PACKAGE_NAME
 from twilio_messaging.retry import RetryPolicy
 from twilio_messaging.validation import MessageRequest, validate_account_sid
 
@@ -29,9 +30,13 @@ DEFAULT_CLOCK_SKEW = timedelta(seconds=60)
 
 def _user_agent() -> str:
     try:
-        return f"twilio-send-and-track/{version('twilio-send-and-track')} httpx/{httpx.__version__}"
+        return f"{PACKAGE_NAME}/{version(PACKAGE_NAME)} httpx/{httpx.__version__}"
     except PackageNotFoundError:
-        return f"twilio-send-and-track httpx/{httpx.__version__}"
+        return f"{PACKAGE_NAME} httpx/{httpx.__version__}"
+
+
+def _query(call: flows.Call) -> tuple[tuple[str, str], ...] | None:
+    return None if call.params is None else tuple(call.params)
 
 
 class _BaseClient:
@@ -101,7 +106,7 @@ class TwilioClient(_BaseClient):
                 reply = None
                 continue
             try:
-                reply = self._http.request(step.method, step.url, params=step.params, data=step.data)
+                reply = self._http.request(step.method, step.url, params=_query(step), data=step.data)
             except httpx.TransportError as exc:
                 reply = exc
 
@@ -153,7 +158,7 @@ class AsyncTwilioClient(_BaseClient):
                 reply = None
                 continue
             try:
-                reply = await self._http.request(step.method, step.url, params=step.params, data=step.data)
+                reply = await self._http.request(step.method, step.url, params=_query(step), data=step.data)
             except httpx.TransportError as exc:
                 reply = exc
 

@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 import httpx
 
 from twilio_messaging import forms
+from twilio_messaging.connection import DEFAULT_CONN_ID
 from twilio_messaging.errors import TwilioUnreachableError
 from twilio_messaging.retry import (
+    NO_RETRY,
     RetryPolicy,
     Verdict,
     classify_exception,
@@ -59,7 +61,7 @@ class FlowContext:
 
     base_url: str
     account_sid: str
-    conn_id: str = "twilio_default"
+    conn_id: str = DEFAULT_CONN_ID
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     clock_skew: timedelta = timedelta(seconds=60)
     monotonic: Callable[[], float] = time.monotonic
@@ -94,6 +96,13 @@ class Budget:
         return TwilioUnreachableError(text, maybe_created=maybe_created)
 
 
+def _answered(reply: Reply | None) -> Reply:
+    """The driver's answer to a Call (a Sleep is answered with None)."""
+    if reply is None:
+        raise RuntimeError("the flow driver answered a Call with None")
+    return reply
+
+
 def _retry_after(reply: Reply) -> float | None:
     if isinstance(reply, httpx.Response) and reply.status_code == 429:
         return parse_retry_after(reply.headers.get("Retry-After"))
@@ -103,7 +112,7 @@ def _retry_after(reply: Reply) -> float | None:
 def request_flow(ctx: FlowContext, call: Call, budget: Budget) -> Flow[httpx.Response]:
     """Send an idempotent request (GET), retrying 429, 5xx and transport errors within the budget."""
     while True:
-        reply = yield call
+        reply = _answered((yield call))
         budget.attempts += 1
         if isinstance(reply, httpx.Response):
             verdict = classify_status(reply.status_code)
@@ -193,7 +202,7 @@ def create_message_flow(
                 )
                 return found
             must_look = False
-        reply = yield Call("POST", forms.messages_path(ctx.account_sid), data=form)
+        reply = _answered((yield Call("POST", forms.messages_path(ctx.account_sid), data=form)))
         budget.attempts += 1
         if isinstance(reply, httpx.Response):
             verdict = classify_status(reply.status_code)
@@ -226,7 +235,7 @@ def create_message_flow(
 
 
 def _last_look(ctx: FlowContext, request: MessageRequest, cutoff: datetime) -> Flow[dict[str, Any] | None]:
-    single = dataclasses.replace(ctx, policy=RetryPolicy(max_attempts=1))
+    single = dataclasses.replace(ctx, policy=NO_RETRY)
     try:
         return (yield from find_created_flow(single, request, cutoff, Budget(single)))
     except Exception as exc:  # the lookup failing must never hide the original failure

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from twilio_messaging.connection import DEFAULT_CONN_ID
 from twilio_messaging.errors import TwilioAPIError
 from twilio_messaging.validation import MessageRequest
 
@@ -155,7 +156,7 @@ def parse_json(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def error_from_response(response: httpx.Response, conn_id: str = "twilio_default") -> TwilioAPIError:
+def error_from_response(response: httpx.Response, conn_id: str = DEFAULT_CONN_ID) -> TwilioAPIError:
     """Map an error reply (Twilio's ``{code, message, more_info, status}`` body) to ``TwilioAPIError``."""
     body = _json_body(response)
     body = body if isinstance(body, dict) else {}

@@ -18,6 +18,11 @@ class Verdict(enum.Enum):
     FINAL = "final"  # Twilio refused the request; the same request gets the same answer
 
 
+# Replies that say "ask again later" to a status poll: Twilio's 429 and the 5xx of an overloaded or restarting
+# API or gateway. A status sensor keeps polling on these; any other error status fails the poke.
+TRANSIENT_STATUS_CODES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+
+
 def classify_status(status_code: int) -> Verdict:
     """Map an HTTP status to a verdict. Twilio documents 429 as "never processed"."""
     if 200 <= status_code < 300:
@@ -104,4 +109,5 @@ class RetryPolicy:
         return delay
 
 
+# One attempt only: for a last look that must not hold up the failure it explains.
 NO_RETRY = RetryPolicy(max_attempts=1)

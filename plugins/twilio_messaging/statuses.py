@@ -11,7 +11,6 @@ FAILED_STATUSES: frozenset[str] = frozenset({"undelivered", "failed", "canceled"
 # Documented in the status enum but not in the lifecycle (twilio-node#607); polling it further never helps.
 PARTIAL_STATUSES: frozenset[str] = frozenset({"partially_delivered"})
 TERMINAL_STATUSES: frozenset[str] = DELIVERED_STATUSES | FAILED_STATUSES | PARTIAL_STATUSES
-PENDING_STATUSES: frozenset[str] = frozenset({"accepted", "scheduled", "queued", "sending", "sent"})
 
 # "sent" can stay forever when the carrier never returns a delivery receipt.
 UNCONFIRMED_SUFFIX = "(delivery unconfirmed)"

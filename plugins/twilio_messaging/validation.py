@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +38,7 @@ _MG_RE = re.compile(MESSAGING_SERVICE_SID_PATTERN)
 
 RULES: dict[str, str] = {
     "accountSid": "must match ^AC followed by 32 hex digits",
+    "messageSid": "must match ^SM or ^MM followed by 32 hex digits",
     "to": "must be an E.164 number such as +14155550100, or a channel address such as whatsapp:+14155550100",
     "from": (
         "must be an E.164 number, a 3-8 digit short code, an alphanumeric sender ID of 1-11 characters "
@@ -181,6 +182,13 @@ def validate_account_sid(value: Any, field: str = "accountSid") -> str:
     return value
 
 
+def validate_message_sid(value: Any, field: str = "messageSid") -> str:
+    """Return the message SID if it is well formed (it becomes part of a URL path)."""
+    if not isinstance(value, str) or not MESSAGE_SID_RE.fullmatch(value):
+        raise InvalidInput(field, RULES["messageSid"])
+    return value
+
+
 def validate_message(
     to: Any,
     from_: Any = None,
@@ -262,9 +270,9 @@ def _media_urls(value: Any) -> tuple[str, ...]:
     return urls
 
 
-def unknown_inputs(conf: Mapping[str, Any]) -> list[str]:
-    """Conf keys that are not workflow inputs (Airflow accepts them silently; they are usually typos)."""
-    return sorted(key for key in conf if key not in WORKFLOW_INPUTS)
+def unknown_inputs(conf: Mapping[str, Any], accepted: Collection[str] = WORKFLOW_INPUTS) -> list[str]:
+    """Conf keys that are not accepted inputs (Airflow accepts them silently; they are usually typos)."""
+    return sorted(key for key in conf if key not in accepted)
 
 
 def validate_inputs(inputs: Mapping[str, Any]) -> MessageRequest:

@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from twilio_messaging.client import TwilioClient
 from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.errors import ERROR_DOCS_URL, ERROR_MEANINGS
-from twilio_messaging.statuses import UNCONFIRMED_REASON, end_state, is_terminal, unconfirmed
+from twilio_messaging.statuses import UNCONFIRMED_REASON, EndState, end_state, is_terminal, unconfirmed
 from twilio_messaging.validation import (
+    PARAM_SCHEMAS,
+    REQUIRED_PARAMS,
     WORKFLOW_INPUTS,
     InvalidInput,
     MessageRequest,
     unknown_inputs,
     validate_inputs,
+    validate_message,
 )
 
 # Production defaults of the status polling, overridable at parse time (tests, demos).
@@ -74,6 +77,64 @@ def tracking_settings(environ: Mapping[str, str] | None = None) -> TrackingSetti
     )
 
 
+# ---- the trigger form ------------------------------------------------------------------------------
+
+DEFAULT_FROM_ENV = "TWILIO_DEFAULT_FROM"
+# JSON Schema applies to one field at a time, so Airflow's trigger-time validation cannot see these rules.
+NOT_CHECKED_AT_TRIGGER = (
+    "Airflow cannot check this rule when the run is triggered; sendMessage refuses a run that breaks it "
+    "before anything is sent."
+)
+
+
+def default_from(environ: Mapping[str, str] | None = None) -> str | None:
+    """The deployment's sender ($TWILIO_DEFAULT_FROM), checked now so a typo fails the DAG's parse."""
+    env = os.environ if environ is None else environ
+    value = env.get(DEFAULT_FROM_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return validate_message("+15005550006", value, "x").from_  # the rules of a real send's From
+    except InvalidInput as exc:
+        raise ValueError(f"{DEFAULT_FROM_ENV}={value!r}: {exc.rule}") from None
+
+
+def trigger_params(environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of the DAG's ``Param``s: the input schemas, ``from``'s deployment default, and the
+    cross-field rules said in the descriptions where Airflow cannot check them."""
+    sender = default_from(environ)
+    specs: dict[str, dict[str, Any]] = {}
+    for name, schema in PARAM_SCHEMAS.items():
+        spec = dict(schema)
+        if name not in REQUIRED_PARAMS:
+            spec["default"] = None
+        specs[name] = spec
+    specs["from"]["default"] = sender
+    specs["from"]["description"] = (
+        "Your Twilio phone number (E.164), short code, alphanumeric sender ID or channel address"
+        + (f"; the deployment's default ({DEFAULT_FROM_ENV}) is filled in" if sender else "")
+        + ". Give either this or Messaging Service SID, not both"
+        + (" (a Messaging Service SID replaces the default)" if sender else "")
+        + ". "
+        + NOT_CHECKED_AT_TRIGGER
+    )
+    specs["messagingServiceSid"]["description"] += " " + NOT_CHECKED_AT_TRIGGER
+    specs["body"]["description"] += " " + NOT_CHECKED_AT_TRIGGER
+    return specs
+
+
+def yield_default_sender(inputs: Mapping[str, Any], default_sender: str | None) -> Mapping[str, Any]:
+    """A Messaging Service given with the form's default ``from`` replaces it (exactly one may be sent).
+
+    The default comes from $TWILIO_DEFAULT_FROM, not from the Param: Airflow stores each run's value in the
+    Param objects (``Param.resolve``), so by the time a task runs they no longer hold the default.
+    """
+    sender = inputs.get("from")
+    if default_sender and sender == default_sender and inputs.get("messagingServiceSid"):
+        return {**inputs, "from": None}
+    return inputs
+
+
 # ---- sendMessage -------------------------------------------------------------------------------------
 
 
@@ -90,16 +151,34 @@ def resolve_account_sid(inputs: Mapping[str, Any], connection: TwilioConnection)
 
 
 def prepare_send(
-    inputs: Mapping[str, Any], connection: TwilioConnection, conf: Mapping[str, Any] | None = None
+    inputs: Mapping[str, Any],
+    connection: TwilioConnection,
+    conf: Mapping[str, Any] | None = None,
+    accepted: Collection[str] = WORKFLOW_INPUTS,
+    default_sender: str | None = None,
 ) -> tuple[str, MessageRequest]:
-    """Validate everything before any request: unknown conf keys, each field, the cross-field rules."""
-    unknown = unknown_inputs(conf or {})
+    """Validate everything before any request: unknown conf keys, each field, the cross-field rules.
+
+    Airflow accepts conf keys that are not params silently; they are usually typos (``Body``), so a conf key
+    not in ``accepted`` (the workflow's inputs, or a DAG's params) is refused.
+    """
+    unknown = unknown_inputs(conf or {}, accepted)
     if unknown:
         raise InvalidInput(
-            ", ".join(unknown), "unknown input; the workflow accepts " + ", ".join(sorted(WORKFLOW_INPUTS))
+            ", ".join(unknown), "unknown input; accepted inputs are " + ", ".join(sorted(accepted))
         )
+    inputs = yield_default_sender(inputs, default_sender)
     request = validate_inputs(inputs)
     return resolve_account_sid(inputs, connection), request
+
+
+class SendOutputs(TypedDict):
+    """What sendMessage publishes: the Arazzo step outputs, the account, and when it was sent."""
+
+    messageSid: str | None
+    initialStatus: str | None
+    accountSid: str
+    sentAt: str  # ISO-8601 UTC; the status deadline counts from it
 
 
 def send_message(
@@ -107,11 +186,13 @@ def send_message(
     connection: TwilioConnection,
     *,
     conf: Mapping[str, Any] | None = None,
+    accepted: Collection[str] = WORKFLOW_INPUTS,
+    default_sender: str | None = None,
     sent_since: datetime | None = None,
     client_factory: Callable[..., TwilioClient] = TwilioClient,
-) -> dict[str, Any]:
+) -> SendOutputs:
     """Create the message; returns the step outputs ``messageSid``, ``initialStatus`` plus ``accountSid``."""
-    account_sid, request = prepare_send(inputs, connection, conf)
+    account_sid, request = prepare_send(inputs, connection, conf, accepted, default_sender)
     with client_factory(connection, account_sid=account_sid) as client:
         message = client.create_message(request, sent_since=sent_since)
     return {
@@ -125,7 +206,34 @@ def send_message(
 # ---- checkStatus ------------------------------------------------------------------------------------
 
 
-def status_report(message: Mapping[str, Any]) -> dict[str, Any]:
+class StatusReport(TypedDict):
+    """checkStatus' outputs (its return_value XCom), from one message resource."""
+
+    status: str | None
+    errorCode: int | None
+    errorMessage: str | None
+
+
+class SendError(TypedDict, total=False):
+    """sendMessage's ``sendError`` XCom: why nothing (or possibly something) was sent."""
+
+    errorCode: int | None
+    errorMessage: str
+    maybeCreated: bool
+
+
+class Outcome(TypedDict):
+    """routeByStatus' ``outcome`` XCom: the end task, the workflow outputs and the reason."""
+
+    end: EndState
+    messageSid: str | None
+    finalStatus: str | None
+    errorCode: int | None
+    errorMessage: str | None
+    reason: str | None
+
+
+def status_report(message: Mapping[str, Any]) -> StatusReport:
     """The checkStatus outputs of one message resource."""
     return {
         "status": message.get("status"),
@@ -134,7 +242,7 @@ def status_report(message: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def poke(message: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+def poke(message: Mapping[str, Any]) -> tuple[bool, StatusReport]:
     """Whether polling is over, and the status report to publish."""
     report = status_report(message)
     return is_terminal(report["status"]), report
@@ -159,13 +267,14 @@ def decide_outcome(
     report: Mapping[str, Any] | None,
     fetch: Callable[[str, str], Mapping[str, Any]] | None = None,
     send_error: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """The end state and workflow outputs, from sendMessage's and checkStatus' outputs.
 
     Without a terminal status from checkStatus (it timed out or failed), the message is fetched once more
     with ``fetch(account_sid, message_sid)`` so the outputs say where it got stuck.
     """
-    sid = (send or {}).get("messageSid")
+    send = send or {}
+    sid = send.get("messageSid")
     if not sid:
         error = send_error or {}
         detail = error.get("errorMessage") or "sendMessage did not succeed"
@@ -189,7 +298,7 @@ def decide_outcome(
         }
     reason = None
     if not report or not is_terminal(report.get("status")):
-        last = dict(report or {})
+        last: Mapping[str, Any] = dict(report or {})
         if fetch is not None:
             try:
                 last = status_report(fetch(send["accountSid"], sid))

@@ -118,7 +118,12 @@ def test_step_outputs_are_published(flow, dag):
     sensor = dag.get_task("checkStatus")
     assert check["operationId"] == "fetchMessage"
     assert {p["name"] for p in check["parameters"]} == {"AccountSid", "MessageSid"}
-    assert "key='accountSid'" in sensor.endpoint and "key='messageSid'" in sensor.endpoint
+    # fetchMessage's AccountSid and MessageSid are sendMessage's published outputs.
+    sources = {field: getattr(sensor, field) for field in ("account_sid", "message_sid")}
+    assert {f: (arg.operator.task_id, arg.key) for f, arg in sources.items()} == {
+        "account_sid": ("sendMessage", "accountSid"),
+        "message_sid": ("sendMessage", "messageSid"),
+    }
 
 
 def test_end_criteria_match_the_status_routing(flow, dag):

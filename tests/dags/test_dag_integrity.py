@@ -47,10 +47,15 @@ def test_structure_reads_like_the_diagram(dag):
     from airflow.providers.http.sensors.http import HttpSensor
     from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 
+    from twilio_messaging.operators.twilio import TwilioSendMessageOperator
+    from twilio_messaging.sensors.twilio import TwilioMessageStatusSensor
+
     tasks = {t.task_id: t for t in dag.tasks}
     assert set(tasks) == {"sendMessage", "checkStatus", "routeByStatus", "delivered", "failed"}
-    assert type(tasks["sendMessage"]) is PythonOperator
-    assert type(tasks["checkStatus"]) is HttpSensor
+    assert type(tasks["sendMessage"]) is TwilioSendMessageOperator
+    assert type(tasks["checkStatus"]) is TwilioMessageStatusSensor and isinstance(
+        tasks["checkStatus"], HttpSensor
+    )
     assert type(tasks["routeByStatus"]) is BranchPythonOperator
     assert type(tasks["delivered"]) is PythonOperator and type(tasks["failed"]) is PythonOperator
 
@@ -68,7 +73,13 @@ def test_sensor_configuration(dag):
     assert sensor.mode == "reschedule"
     assert sensor.http_conn_id == "twilio_default"
     assert sensor.method == "GET"
-    assert sensor.response_check is not None
+    # The message comes from sendMessage's outputs (XComArgs, so no task id inside a Jinja string).
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+
+    for field, key in (("message_sid", "messageSid"), ("account_sid", "accountSid"), ("sent_at", "sentAt")):
+        arg = getattr(sensor, field)
+        assert isinstance(arg, PlainXComArg) and (arg.operator.task_id, arg.key) == ("sendMessage", key)
+        assert field in sensor.template_fields
     # 429 and 5xx keep polling; a 404 (or any other 4xx) for a message we just created is an error.
     assert set(sensor.response_error_codes_allowlist) == {"429", "500", "502", "503", "504"}
     assert not any("404".startswith(code) for code in sensor.response_error_codes_allowlist)

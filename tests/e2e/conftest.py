@@ -27,6 +27,7 @@ MAX_WAIT = "4"  # the DAG backs off exponentially; cap it so a slow run still po
 STATUS_TIMEOUT = "240"
 RUN_TIMEOUT = 300.0
 NO_ACCESS_USER = "noaccess"
+DEFAULT_FROM = "+15005550006"
 
 
 @dataclass
@@ -92,6 +93,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
                 "TWILIO_BATCH_DATA_DIRS": str(data_dir),
                 # A user the auth manager gives no role: authenticated, but may read no DAG.
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{NO_ACCESS_USER}:",
+                "TWILIO_DEFAULT_FROM": DEFAULT_FROM,  # the trigger form's `from` default
             },
             log=lambda text: print(f"[e2e stack] {text}", flush=True),
         )

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import DAG_ID, E2E
+from tests.e2e.conftest import DAG_ID, DEFAULT_FROM, E2E
 
 pytestmark = pytest.mark.browser
 
@@ -160,3 +160,62 @@ def test_trigger_form_run_graph_and_outputs(e2e: E2E, page: Any) -> None:
         for name, target in DOCS_SHOTS.items():
             shutil.copyfile(shots / name, REPO / "docs" / target)
         print(f"copied to {REPO / 'docs'}")
+
+
+def test_trigger_form_offers_the_deployment_sender(e2e: E2E, page: Any) -> None:
+    """issue 14 point 5: `from` is filled with $TWILIO_DEFAULT_FROM, and its description says which rule
+    Airflow cannot check at trigger time; triggering the form as offered (only To and Body) delivers."""
+    from playwright.sync_api import expect
+
+    log_in(page, e2e.base_url, e2e.stack.admin_user, e2e.stack.admin_password)
+    page.set_viewport_size({"width": 1600, "height": 2000})
+    page.goto(f"{e2e.base_url}/dags/{DAG_ID}")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.locator("#element_from")).to_have_value(DEFAULT_FROM)
+    row = dialog.get_by_role("group").filter(has=page.locator("#element_from"))
+    expect(row).to_contain_text("TWILIO_DEFAULT_FROM")
+    expect(row).to_contain_text("Airflow cannot check this rule when the run is triggered")
+    body = f"default sender {time.time():.0f}"
+    dialog.locator("#element_to").fill("+15551235556")
+    dialog.locator("#element_body").fill(body)
+    shots = e2e.artifacts / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    dialog.screenshot(path=str(shots / "trigger-form-default-from.png"))
+    with page.expect_response(
+        lambda r: r.url.endswith(f"/dags/{DAG_ID}/dagRuns") and r.request.method == "POST"
+    ) as resp:
+        dialog.get_by_role("button", name="Trigger").click()
+    assert resp.value.status == 200, resp.value.text()
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    run_id = resp.value.json()["dag_run_id"]
+    assert e2e.wait(run_id).state == "success", e2e.task_log_hint(run_id)
+    assert [m["from"] for m in e2e.sandbox.messages() if m["body"] == body] == [DEFAULT_FROM]
+    # issue 14 point 6: the poke logs of checkStatus carry no DeprecatedImportWarning any more.
+    logs = list((e2e.stack.home / "logs").glob(f"dag_id={DAG_ID}/run_id={run_id}/task_id=checkStatus/*"))
+    text = "".join(p.read_text(errors="replace") for p in logs if p.is_file())
+    assert "Poking:" in text, f"no checkStatus log found in {logs}"
+    assert "determine_kwargs" not in text and "DeprecatedImportWarning" not in text
+
+
+def test_connection_form_offers_twilio_with_relabelled_fields(e2e: E2E, page: Any) -> None:
+    """The provider's connection type: Admin > Connections > Add offers "Twilio", whose login and password
+    fields carry Twilio's names."""
+    from playwright.sync_api import expect
+
+    log_in(page, e2e.base_url, e2e.stack.admin_user, e2e.stack.admin_password)
+    shots = e2e.artifacts / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{e2e.base_url}/connections")
+    page.get_by_role("button", name=re.compile("Add Connection")).click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("combobox").first.click()
+    page.get_by_role("option", name="Twilio", exact=True).click()
+    try:
+        expect(dialog.get_by_text("Account SID or API key SID")).to_be_visible()
+        expect(dialog.get_by_text("Auth token or API key secret")).to_be_visible()
+        expect(dialog.get_by_role("textbox", name="Host")).to_have_attribute(
+            "placeholder", "api.twilio.com (the default)"
+        )
+    finally:
+        dialog.screenshot(path=str(shots / "connection-form-twilio.png"))

@@ -312,3 +312,31 @@ def test_status_404_fails_the_sensor_instead_of_polling(monkeypatch, airflow_db)
         assert try_number(run, "checkStatus") == 4  # retried (apache/airflow#71172 guard), never polled on
         assert "20404" in outcome["reason"]
         assert sb.stats()["requests"]["fetch"] >= 2  # the sensor's poke(s) and the branch's last look
+
+
+def test_status_timeline_is_stored_and_published(monkeypatch, airflow_db):
+    from twilio_messaging.timeline import read_timeline, timeline_path
+
+    with run_sandbox("--step-delay", "1") as sb:
+        monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", sb.conn_json())
+        run = load_dag().test(run_conf=conf("+15551230006"))
+
+    assert run.state == "success"
+    stored = read_timeline(timeline_path(DAG_ID, run.run_id))
+    assert stored and stored[-1]["status"] == "delivered" and stored[-1]["errorCode"] is None
+    assert len(stored) >= 2, stored  # queued/sending/sent seen before delivered (1 s steps, 1 s pokes)
+    assert [e["at"] for e in stored] == sorted(e["at"] for e in stored)
+    assert xcom(run, "checkStatus", "statusTimeline") == stored
+    assert xcom(run, "delivered", "statusTimeline") == stored
+
+
+def test_status_timeline_on_the_failed_end_after_a_timeout(use_sandbox, monkeypatch):
+    from twilio_messaging.timeline import read_timeline, timeline_path
+
+    monkeypatch.setenv("TWILIO_STATUS_TIMEOUT", "3")
+    run = load_dag().test(run_conf=conf("+15551237777"))
+
+    assert run.state == "failed"
+    stored = read_timeline(timeline_path(DAG_ID, run.run_id))
+    assert stored and {e["status"] for e in stored} == {"sent"}
+    assert xcom(run, "failed", "statusTimeline") == stored

@@ -1,0 +1,5 @@
+"""Airflow operators of the Twilio provider."""
+
+from twilio_messaging.operators.twilio import TwilioSendMessageOperator
+
+__all__ = ["TwilioSendMessageOperator"]

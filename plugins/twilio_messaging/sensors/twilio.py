@@ -1,0 +1,167 @@
+"""``TwilioMessageStatusSensor``: wait for a Twilio message to reach a final delivery status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.http.sensors.http import HttpSensor
+from airflow.sdk import PokeReturnValue, XComArg
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+
+from twilio_messaging import workflow
+from twilio_messaging.connection import DEFAULT_CONN_ID
+from twilio_messaging.errors import TwilioConfigError
+from twilio_messaging.forms import message_path, parse_twilio_date
+from twilio_messaging.hooks.twilio import TwilioHook
+from twilio_messaging.retry import TRANSIENT_STATUS_CODES
+from twilio_messaging.timeline import (
+    TIMELINE_FILE,
+    TIMELINE_XCOM,
+    StatusObservation,
+    append_observation,
+    observation,
+    timeline_path,
+)
+from twilio_messaging.validation import InvalidInput, validate_account_sid, validate_message_sid
+
+if TYPE_CHECKING:
+    import jinja2
+    from airflow.sdk import Context
+
+# What `endpoint` shows before rendering; the rendered value is the message's URL (see the rendered fields).
+ENDPOINT_TEMPLATE = message_path("{accountSid}", "{messageSid}")
+
+
+class TwilioMessageStatusSensor(HttpSensor):
+    """Poll Twilio's fetchMessage until the message is final (delivered, undelivered, failed, ...).
+
+    Returns (and pushes as ``return_value``) ``{"status", "errorCode", "errorMessage"}``. Every poke's
+    status is appended to the run's status timeline (``twilio_messaging.timeline``), pushed as the XCom
+    ``statusTimeline`` when the sensor finishes.
+
+    :param message_sid: the SID (SM.../MM...) to track; templated, e.g. ``send.output["messageSid"]``.
+    :param account_sid: the account that owns it (templated); default: the connection's Account SID login.
+    :param sent_at: when the message was sent (ISO-8601, templated). ``timeout`` counts from it, so a sensor
+        retry (which restarts Airflow's own timeout clock in 3.3) cannot extend the total wait. Default: the
+        message's ``date_created`` as Twilio reports it.
+    :param twilio_conn_id: the Twilio connection (type ``twilio`` or ``http``).
+    :param transient_http_codes: replies that keep it polling (429 and 5xx by default); others fail the poke.
+    :param timeline_file: the timeline's file name in the run's storage folder; give each sensor its own
+        when one run tracks several messages, or None to keep no timeline.
+
+    Defaults suit production: ``mode="reschedule"`` (no worker slot held between pokes), 60 s pokes backing
+    off exponentially to 15 min, for at most 24 h after sending; ``poke_interval``, ``timeout`` and
+    ``max_wait`` left unset come from TWILIO_POKE_INTERVAL, TWILIO_STATUS_TIMEOUT and TWILIO_MAX_WAIT.
+    """
+
+    template_fields: Sequence[str] = ("message_sid", "account_sid", "sent_at", "twilio_conn_id", "endpoint")
+    ui_color = "#f22f46"  # Twilio red
+
+    def __init__(
+        self,
+        *,
+        message_sid: str | XComArg,
+        account_sid: str | XComArg | None = None,
+        sent_at: str | XComArg | None = None,
+        twilio_conn_id: str = DEFAULT_CONN_ID,
+        transient_http_codes: Sequence[int | str] = tuple(sorted(TRANSIENT_STATUS_CODES)),
+        timeline_file: str | None = TIMELINE_FILE,
+        mode: str = "reschedule",
+        poke_interval: float | None = None,
+        timeout: float | None = None,
+        exponential_backoff: bool = True,
+        max_wait: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        tracking = workflow.tracking_settings()
+        super().__init__(
+            endpoint=ENDPOINT_TEMPLATE,
+            http_conn_id=twilio_conn_id,
+            method="GET",
+            response_error_codes_allowlist=[str(code) for code in transient_http_codes],
+            # The HTTP trigger would read the connection with HttpHook's rules, not TwilioHook's.
+            deferrable=False,
+            mode=mode,
+            poke_interval=tracking.poke_interval if poke_interval is None else poke_interval,
+            timeout=tracking.timeout if timeout is None else timeout,
+            exponential_backoff=exponential_backoff,
+            max_wait=tracking.max_wait if max_wait is None else max_wait,
+            **kwargs,
+        )
+        self.message_sid = message_sid
+        self.account_sid = account_sid
+        self.sent_at = sent_at
+        self.twilio_conn_id = twilio_conn_id
+        self.timeline_file = timeline_file
+        self._unusable: Exception | None = None
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        super().render_template_fields(context, jinja_env)
+        self.http_conn_id = self.twilio_conn_id
+        # The SIDs become a URL path: check them, and show the real URL in the rendered fields. A bad one
+        # fails the first poke without retries (a retry renders the same value).
+        try:
+            sid = validate_message_sid(self.message_sid)
+            account = self.account_sid or self.hook.connection_settings().account_sid
+            self.endpoint = message_path(validate_account_sid(account), sid)
+            self._unusable = None
+        except (InvalidInput, TwilioConfigError) as exc:
+            self._unusable = exc
+
+    @cached_property
+    def hook(self) -> TwilioHook:
+        return TwilioHook(
+            self.twilio_conn_id,
+            method="GET",
+            tcp_keep_alive=self.tcp_keep_alive,
+            tcp_keep_alive_idle=self.tcp_keep_alive_idle,
+            tcp_keep_alive_count=self.tcp_keep_alive_count,
+            tcp_keep_alive_interval=self.tcp_keep_alive_interval,
+        )
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        # HttpSensor.poke would build a plain HttpHook from the conn id, which knows nothing of the twilio
+        # connection type's defaults; this is its request and allowlist logic with TwilioHook instead. It
+        # also imports airflow.utils.operator_helpers.determine_kwargs on every poke (providers-http 6.3.0,
+        # airflow/providers/http/sensors/http.py), whose DeprecatedImportWarning filled each poke's log
+        # (issue 14 point 6): not calling it silences that one warning without any warnings filter.
+        if self._unusable is not None:
+            raise AirflowFailException(str(self._unusable))
+        self.log.info("Poking: %s", self.endpoint)
+        try:
+            response = self.hook.run(self.endpoint, headers=self.headers, extra_options=self.extra_options)
+        except AirflowException as exc:
+            if str(exc).startswith(self.response_error_codes_allowlist):
+                self.log.warning("Twilio answered %s; polling again at the next poke", exc)
+                return False
+            raise
+        message = response.json()
+        done, report = workflow.poke(message)
+        timeline = self._record(context, report)
+        self.log.info("Message %s status: %s", self.message_sid, report["status"])
+        if done:
+            context["ti"].xcom_push(key=TIMELINE_XCOM, value=timeline)
+            return PokeReturnValue(is_done=True, xcom_value=report)
+        # Rendered by now: a string (or None), no longer an XComArg.
+        sent_at = self.sent_at if isinstance(self.sent_at, str) and self.sent_at else None
+        sent_at = sent_at or _iso(parse_twilio_date(message.get("date_created")))
+        if workflow.past_deadline(sent_at, self.timeout):
+            context["ti"].xcom_push(key=TIMELINE_XCOM, value=timeline)
+            raise AirflowSensorTimeout(
+                f"Message status is still '{report['status']}' {self.timeout:.0f} s after sending; giving up"
+            )
+        return False
+
+    def _record(self, context: Context, report: Mapping[str, Any]) -> list[StatusObservation]:
+        entry = observation(report)
+        if not self.timeline_file:
+            return [entry]
+        ti = context["ti"]
+        return append_observation(timeline_path(ti.dag_id, ti.run_id, self.timeline_file), entry)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value else None

@@ -45,7 +45,7 @@ CACHE_MAX_AGE = 7 * 24 * 3600.0  # an index nobody opened for a week is deleted 
 class ReadablePath(Protocol):
     """What the table needs of a path: Airflow's ObjectStoragePath and pathlib.Path both fit."""
 
-    def open(self, mode: str = ...) -> IO[Any]: ...
+    def open(self, mode: str) -> IO[Any]: ...
 
     def stat(self) -> Any: ...
 
@@ -182,7 +182,7 @@ def iter_tuples(path: ReadablePath, fmt: str) -> Iterator[tuple[Any, ...]]:
         at = [header.index(c) if c in header else None for c in COLUMNS]
         row_at, code_at = at[0], at[5]
         for values in reader:
-            out = [(values[i] or None) if i is not None and i < len(values) else None for i in at]
+            out: list[Any] = [(values[i] or None) if i is not None and i < len(values) else None for i in at]
             out[0] = _number(values[row_at]) if row_at is not None else None
             out[5] = _number(values[code_at]) if code_at is not None and code_at < len(values) else None
             yield tuple(out)
@@ -370,7 +370,8 @@ def _quote(column: str) -> str:
 
 
 def _where(filters: Iterable[tuple[str, str]]) -> tuple[str, list[Any]]:
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[Any] = []
     for name, value in filters:
         if name not in FILTERS:
             continue

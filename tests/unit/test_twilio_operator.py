@@ -47,7 +47,7 @@ def test_every_argument_is_templated_and_rendered(sandbox_conn):
     )
     assert set(op.template_fields) == {
         "to", "from_", "messaging_service_sid", "body", "media_url", "status_callback", "account_sid",
-        "twilio_conn_id",
+        "send_at", "twilio_conn_id",
     }  # fmt: skip
     ctx = {**context({"number": "+15551239990"}), "run_id": "r1"}
     op.render_template_fields(ctx)

@@ -26,6 +26,7 @@ INPUT_NAMES: dict[str, str] = {
     "media_url": "mediaUrl",
     "status_callback": "statusCallback",
     "account_sid": "accountSid",
+    "send_at": "sendAt",
 }
 
 
@@ -48,11 +49,13 @@ class TwilioSendMessageOperator(BaseOperator):
     :param media_url: up to 10 media URLs for an MMS (templated).
     :param status_callback: URL Twilio calls on each status change (templated).
     :param account_sid: the account to send from; default: the connection's Account SID login (templated).
+    :param send_at: schedule the message for this UTC time (ISO-8601), with a Messaging Service (templated).
     :param twilio_conn_id: the Twilio connection (templated).
     :param inputs_from_params: take every argument left as None from the run's params under its workflow
-        name (to, from, body, mediaUrl, statusCallback, accountSid, messagingServiceSid), and refuse conf
-        keys that are not params (typos); a ``from`` equal to $TWILIO_DEFAULT_FROM (the form's default) yields
-        to a given messagingServiceSid. The values are used as data: they are never rendered as templates.
+        name (to, from, body, mediaUrl, statusCallback, accountSid, messagingServiceSid, sendAt), and
+        refuse conf keys that are not params (typos); a ``from`` equal to $TWILIO_DEFAULT_FROM (the form's
+        default) yields to a given messagingServiceSid. The values are used as data: they are never
+        rendered as templates.
     """
 
     template_fields: Sequence[str] = (*INPUT_NAMES, "twilio_conn_id")
@@ -68,6 +71,7 @@ class TwilioSendMessageOperator(BaseOperator):
         media_url: str | Sequence[str] | XComArg | None = None,
         status_callback: str | XComArg | None = None,
         account_sid: str | XComArg | None = None,
+        send_at: str | XComArg | None = None,
         twilio_conn_id: str = DEFAULT_CONN_ID,
         inputs_from_params: bool = False,
         **kwargs: Any,
@@ -81,6 +85,7 @@ class TwilioSendMessageOperator(BaseOperator):
         self.media_url = media_url
         self.status_callback = status_callback
         self.account_sid = account_sid
+        self.send_at = send_at
         self.twilio_conn_id = twilio_conn_id
         self.inputs_from_params = inputs_from_params
 

@@ -47,7 +47,7 @@ def run_path(dag_id: str, run_id: str, base: ObjectStoragePath | None = None) ->
     return (base or storage_base()) / safe_name(dag_id) / safe_name(run_id)
 
 
-def _is_local(path: ObjectStoragePath) -> bool:
+def is_local(path: ObjectStoragePath) -> bool:
     return path.protocol in ("file", "local", "")
 
 
@@ -57,7 +57,7 @@ def write_bytes_atomic(path: ObjectStoragePath, data: bytes) -> ObjectStoragePat
     Locally: a temporary sibling, fsync, then rename (atomic on POSIX). On object stores a single PUT is
     already all-or-nothing, so the object is written directly.
     """
-    if not _is_local(path):
+    if not is_local(path):
         path.write_bytes(data)
         return path
     local = path.path
@@ -83,7 +83,7 @@ def open_atomic(path: ObjectStoragePath, text: bool = True) -> Iterator[IO[Any]]
     Locally: a temporary sibling, fsync, then rename. On object stores the upload is committed only when the
     handle closes; an error discards it, and a killed process never commits it.
     """
-    if not _is_local(path):
+    if not is_local(path):
         raw = path.open("wb")
         try:
             handle: IO[Any] = io.TextIOWrapper(raw, encoding="utf-8", newline="") if text else raw

@@ -111,12 +111,15 @@ def apply_known(records: Sequence[MessageRecord], known: Known) -> list[MessageR
     return out
 
 
-async def fetch_statuses(client: AsyncTwilioClient, sids: Sequence[str], concurrency: int) -> Known:
-    """Fetch ``sids`` with ``concurrency`` workers; a message that cannot be fetched now is left out."""
+async def fetch_statuses(
+    client: AsyncTwilioClient, sids: Sequence[str], concurrency: int, found: Known | None = None
+) -> Known:
+    """Fetch ``sids`` with ``concurrency`` workers into ``found`` (filled as answers arrive); a message
+    that cannot be fetched now is left out."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for sid in sids:
         queue.put_nowait(sid)
-    found: Known = {}
+    found = {} if found is None else found
 
     async def worker() -> None:
         while True:
@@ -140,6 +143,16 @@ async def fetch_statuses(client: AsyncTwilioClient, sids: Sequence[str], concurr
     return found
 
 
+async def _checkpoints(store: TrackStore, known: Known, fetched: Known, every: float) -> None:
+    saved = 0
+    while True:
+        await asyncio.sleep(every)
+        finals = {sid: fact for sid, fact in list(fetched.items()) if is_terminal(fact[0])}
+        if len(finals) != saved:
+            saved = len(finals)
+            await asyncio.to_thread(store.save, {**known, **finals})
+
+
 async def poll_chunk(
     client: AsyncTwilioClient,
     records: Sequence[MessageRecord],
@@ -147,6 +160,7 @@ async def poll_chunk(
     *,
     concurrency: int,
     final: bool = False,
+    checkpoint_every: float = 1.0,
 ) -> PokeResult:
     """One poke: fetch what is still pending, remember what became final, say whether the chunk is done.
 
@@ -155,7 +169,15 @@ async def poll_chunk(
     """
     known = store.load()
     sids = pending_sids(records, known)
-    fetched = await fetch_statuses(client, sids, concurrency) if sids else {}
+    fetched: Known = {}
+    if sids:
+        # Final statuses are saved while the poke runs too: a poke killed half-way does not fetch them again.
+        keeper = asyncio.create_task(_checkpoints(store, known, fetched, checkpoint_every))
+        try:
+            await fetch_statuses(client, sids, concurrency, fetched)
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
     newly_final = {sid: fact for sid, fact in fetched.items() if is_terminal(fact[0])}
     known.update(newly_final)
     current = apply_known(records, {**known, **fetched})

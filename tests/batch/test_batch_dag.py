@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -320,4 +321,31 @@ def test_bad_credentials_fail_at_once_without_retries(batch_env, monkeypatch):
     assert states[("summary", -1)] == "success" and states[("check_failure_rate", -1)] == "failed"
     summary = xcom(run, "summary")
     assert summary["unknown"] == 3 and "wrong-token" not in json.dumps(summary)
+    assert batch_env.messages() == []
+
+
+def test_chunks_grow_to_fit_max_map_length(batch_env, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "16")
+    rows = [{"to": f"+1555066{i:04d}", "name": f"N{i}", "date": "today"} for i in range(100)]
+    # chunk_size 5 would need 20 mapped tasks, over the 16 Airflow allows: chunks of 7 instead (15 tasks).
+    run = load_dag().test(run_conf={"recipients": rows, "from": FROM, "chunk_size": 5})
+    assert run.state == "success"
+    tasks = states_by_task(run)
+    assert tasks["send_chunk"] == {"success": 15} and tasks["track_chunk"] == {"success": 15}
+    summary = xcom(run, "summary")
+    assert (summary["chunks"], summary["chunk_size"], summary["delivered"]) == (15, 7, 100)
+    assert Counter(m["to"] for m in batch_env.messages()) == Counter(r["to"] for r in rows)
+    # send_chunk's XCom is counts; right after sending nothing is called "unconfirmed" (issue 14, point 4).
+    sent = xcom(run, "send_chunk", map_index=0)
+    assert sent["messages"] == 7 and sent["accepted"] == 7 and "unconfirmed" not in str(sent)
+    refs = xcom(run, "prepare")
+    assert len(refs) == 15 and len(json.dumps(refs)) < 100 * 15  # references, not rows
+
+
+def test_a_batch_the_sender_cannot_drain_fails_before_sending(batch_env):
+    rows = [{"to": f"+1555067{i:04d}", "name": f"N{i}", "date": "today"} for i in range(400)]
+    run = load_dag().test(run_conf={"recipients": rows, "from": FROM, "sender_mps": 0.01})
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states[("prepare", -1)] == "failed" and states[("check_failure_rate", -1)] == "upstream_failed"
     assert batch_env.messages() == []

@@ -149,3 +149,37 @@ def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("TWILIO_BATCH_POKE_INTERVAL", "soon")
     with pytest.raises(ValueError, match="TWILIO_BATCH_POKE_INTERVAL"):
         BatchSettings.from_env()
+
+
+def test_chunk_size_grows_to_fit_max_map_length_and_says_so(caplog):
+    rows = [{"to": f"+1555069{i:04d}", "name": f"N{i}"} for i in range(100)]
+    params = {"recipients": rows, "body_template": "Hi {name}", "chunk_size": 5}
+    with caplog.at_level("WARNING"):
+        out = tasks.prepare(params, settings(), [REPO], RunLayout.of("d", "grow"), "k", map_limit=16)
+    assert [ref["rows"] for ref in out["chunks"]] == [7] * 14 + [2]
+    assert (
+        "chunk_size 5 would make 20 chunks, over [core] max_map_length = 16: using chunks of 7" in caplog.text
+    )
+
+
+def test_too_many_recipients_for_max_map_length_are_refused_naming_the_setting():
+    from twilio_messaging.batch.prepare import chunk_size_for
+
+    assert chunk_size_for(80_000, 500, 16) == 5000
+    with pytest.raises(InvalidInput) as info:
+        chunk_size_for(80_001, 500, 16)
+    text = str(info.value)
+    assert "80,001 messages need 17 chunks" in text and "largest chunk size of 5,000" in text
+    assert "[core] max_map_length" in text and "AIRFLOW__CORE__MAX_MAP_LENGTH" in text and "80,000" in text
+
+
+def test_default_dedupe_key_is_the_day_of_the_run():
+    from datetime import datetime
+
+    midnight = datetime(2026, 12, 2, tzinfo=UTC)
+    later = datetime(2026, 12, 2, 0, 52, tzinfo=UTC)
+    scheduled = tasks.dedupe_key({}, midnight, midnight, midnight)
+    manual = tasks.dedupe_key({}, later, later, later)
+    manual_without_date = tasks.dedupe_key({"dedupe_key": ""}, None, None, later)
+    assert scheduled == manual == manual_without_date == "2026-12-02"
+    assert tasks.dedupe_key({"dedupe_key": " campaign-7 "}, midnight, None, midnight) == "campaign-7"

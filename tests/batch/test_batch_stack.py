@@ -47,14 +47,13 @@ def wait_all_done(client: Any, run_ids: set[str], timeout: float) -> dict[str, d
         if run_ids <= set(runs) and all(runs[r]["state"] in ("success", "failed") for r in run_ids):
             return runs
         if time.monotonic() > deadline:
-            pytest.fail(
-                f"runs not finished after {timeout:.0f}s: { {r: runs.get(r, {}).get('state') for r in run_ids} }"
-            )
+            states = {r: runs.get(r, {}).get("state") for r in run_ids}
+            pytest.fail(f"runs not finished after {timeout:.0f}s: {states}")
         time.sleep(2)
 
 
 def test_manual_and_scheduled_run_on_the_same_day_send_once_and_allow_resend_sends_again(scheduled_stack):
-    airflow, client, sandbox = scheduled_stack
+    _, client, sandbox = scheduled_stack
     # What the UI's Trigger dialog does on a paused DAG: a manual run with today's logical date, then
     # "Unpause on trigger" makes the scheduler add today's scheduled run.
     now = datetime.now(UTC).isoformat()

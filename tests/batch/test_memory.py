@@ -61,8 +61,10 @@ del records; gc.collect()
 before = status("VmRSS"); reset_peak()
 started = time.monotonic()
 summary = tasks.summarise(layout, params)
-result = {"prepare": prepare, "summary": {"peak": status("VmHWM") - before, "seconds": time.monotonic() - started,
-          "rows": summary["rows"], "delivered": summary["delivered"], "report_bytes": Path(summary["report_path"]).stat().st_size}}
+peak, seconds = status("VmHWM") - before, time.monotonic() - started
+report_bytes = Path(summary["report_path"]).stat().st_size
+result = {"prepare": prepare, "summary": {"peak": peak, "seconds": seconds, "rows": summary["rows"],
+          "delivered": summary["delivered"], "report_bytes": report_bytes}}
 print(json.dumps(result))
 """
 

@@ -151,9 +151,13 @@ def test_killed_track_poke_resumes_from_its_tracking_state(clean_sandbox, monkey
     layout, batch = prepared(30, "killed_track")
     conn = TwilioConnection(**connection(sb))
     counts = tasks.send_chunk(
-        batch["chunks"][0], batch["params"], BatchSettings.from_env(), layout, prepared_at=batch["prepared_at"],
+        batch["chunks"][0],
+        batch["params"],
+        BatchSettings.from_env(),
+        layout,
+        prepared_at=batch["prepared_at"],
         connection=conn,
-    )  # fmt: skip
+    )
     sent = {**counts, "sent_at": (datetime.now(UTC) - timedelta(seconds=5)).isoformat()}
     sb.set_faults(latency_ms=200)  # 2 in flight: 30 fetches take about 3 s
     worker = start_worker({"what": "track", "dag_id": layout.dag_id, "run_id": layout.run_id, "sent": sent,

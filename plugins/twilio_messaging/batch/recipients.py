@@ -73,9 +73,8 @@ def resolve_path(
         found = candidate
     else:
         bases = list(base_dirs)
-        found = next((base / candidate for base in bases if (base / candidate).exists()), None)
-        if found is None:
-            found = (bases[0] / candidate) if bases else candidate
+        existing = next((base / candidate for base in bases if (base / candidate).exists()), None)
+        found = existing or ((bases[0] / candidate) if bases else candidate)
     if allowed_dirs is not None:
         allowed = list(allowed_dirs)
         real = found.resolve()

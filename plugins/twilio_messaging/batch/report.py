@@ -54,6 +54,8 @@ def message_record(
     only given when tracking ends without a final status (``final_record``).
     """
     code = int(error_code) if error_code not in (None, "") else None
+    outcome: str
+    shown: str | None
     if sid is None:
         outcome, shown = REJECTED, REJECTED
     elif is_terminal(status):

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from twilio_messaging.batch import ledger, report
 from twilio_messaging.batch.layout import RunLayout, chunk_name
@@ -131,7 +131,7 @@ def max_map_length() -> int:
     """``[core] max_map_length``: how many mapped task instances Airflow creates for one task."""
     from airflow.sdk.configuration import conf
 
-    return conf.getint("core", "max_map_length")
+    return int(conf.getint("core", "max_map_length"))
 
 
 def _rows(params: Mapping[str, Any], base_dirs: Sequence[Path]) -> tuple[Iterable[Mapping[str, Any]], str]:
@@ -194,12 +194,13 @@ def prepare(
                     if len(examples) < SKIPPED_EXAMPLES:
                         examples.append(item)
                     continue
+                sendable = cast(ManifestRow, item)
                 to_send += 1
                 if estimate is not None:
-                    offset = estimate.add(item["body"])
+                    offset = estimate.add(sendable["body"])
                     if pace:
-                        item["offset"] = offset
-                spool.write(_jsonl(item))
+                        sendable["offset"] = offset
+                spool.write(_jsonl(sendable))
             if estimate is not None and not pace and (refusal := estimate.refusal()) is not None:
                 raise refusal
         del check, sent_before  # the dedupe memory is not needed for cutting the chunks

@@ -387,7 +387,7 @@ def test_project_folders_are_mounted_on_every_airflow_service(services) -> None:
         for folder in ("dags", "plugins", "include"):
             assert (REPO / folder).is_dir(), folder
         storage = interpolate(env_of(services[name])["TWILIO_STORAGE"], {})
-        assert storage == "file:///opt/airflow/storage", "batch run data must be on the mount all services share"
+        assert storage == "file:///opt/airflow/storage", "batch run data must be on the mount all share"
         assert services[name]["user"] == ("0:0" if name == INIT else "${AIRFLOW_UID:-50000}:0"), name
 
 

@@ -349,3 +349,22 @@ def test_a_batch_the_sender_cannot_drain_fails_before_sending(batch_env):
     states = task_states(run)
     assert states[("prepare", -1)] == "failed" and states[("check_failure_rate", -1)] == "upstream_failed"
     assert batch_env.messages() == []
+
+
+def test_a_second_run_under_the_same_key_sends_nothing(batch_env):
+    rows = [{"to": f"+1555068{i:04d}", "name": f"N{i}", "date": "today"} for i in range(30)]
+    conf = {"recipients": rows, "from": FROM, "chunk_size": 10}
+    first = load_dag().test(run_conf=conf)
+    second = load_dag().test(run_conf=conf)  # same day, so the same default dedupe key
+    assert (first.state, second.state) == ("success", "success")
+    assert Counter(m["to"] for m in batch_env.messages()) == Counter(r["to"] for r in rows)
+    summary = xcom(second, "summary")
+    assert (summary["to_send"], summary["already_sent"], summary["skipped_total"]) == (0, 30, 30)
+    sids = {m["to"]: m["sid"] for m in batch_env.messages()}
+    with Path(summary["report_path"]).open(newline="") as handle:
+        report = list(csv.DictReader(handle))
+    assert all(r["outcome"] == "already_sent" and r["sid"] == sids[r["to"]] for r in report)
+    assert summary["skipped"][0]["sid"] == sids[rows[0]["to"]]
+    # A new key sends again.
+    third = load_dag().test(run_conf={**conf, "dedupe_key": "second-campaign"})
+    assert third.state == "success" and len(batch_env.messages()) == 60

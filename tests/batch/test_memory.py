@@ -51,12 +51,12 @@ started = time.monotonic()
 out = tasks.prepare(params, BatchSettings.from_env(), [folder], layout, "k", map_limit=1024)
 prepare = {"peak": status("VmHWM") - before, "seconds": time.monotonic() - started, "counts": out["counts"],
            "xcom_bytes": len(json.dumps(out["chunks"]))}
+refs = out["chunks"]
 del out; gc.collect()
-for chunk in range(prepare["counts"]["chunks"]):  # as if every chunk had been sent and tracked
+for ref in refs:  # as if every chunk had been sent and tracked
     records = [message_record(r["row"], r["to"], f"SM{r['row']:032x}", "delivered")
-               for r in tasks.read_manifest(layout, {"chunk": chunk, "rows": 0,
-                                                     "path": f"manifests/chunk-{chunk:05d}.jsonl"})]
-    tasks.write_tracked(layout, chunk, records)
+               for r in tasks.read_manifest(layout, ref)]
+    tasks.write_tracked(layout, ref["chunk"], records)
 del records; gc.collect()
 before = status("VmRSS"); reset_peak()
 started = time.monotonic()

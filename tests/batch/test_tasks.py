@@ -183,3 +183,13 @@ def test_default_dedupe_key_is_the_day_of_the_run():
     manual_without_date = tasks.dedupe_key({"dedupe_key": ""}, None, None, later)
     assert scheduled == manual == manual_without_date == "2026-12-02"
     assert tasks.dedupe_key({"dedupe_key": " campaign-7 "}, midnight, None, midnight) == "campaign-7"
+
+
+def test_a_worker_that_does_not_see_the_storage_fails_instead_of_sending_nothing(monkeypatch, tmp_path):
+    layout, out = prepared("shared")
+    monkeypatch.setenv("TWILIO_STORAGE", f"file://{tmp_path / 'elsewhere'}")
+    elsewhere = RunLayout.of(layout.dag_id, layout.run_id)
+    with pytest.raises(tasks.StorageMismatch, match="every worker must see the same storage"):
+        tasks.send_chunk(out["chunks"][0], PARAMS, settings(), elsewhere, connection=object())  # type: ignore[arg-type]
+    with pytest.raises(tasks.StorageMismatch, match="send_chunk of chunk 0"):
+        tasks.track_poke({"chunk": 0, "sent_at": datetime.now(UTC).isoformat()}, {}, settings(), elsewhere)

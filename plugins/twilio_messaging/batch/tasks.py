@@ -55,7 +55,14 @@ from twilio_messaging.batch.throughput import DrainEstimate
 from twilio_messaging.batch.track import StorageStore, apply_known, poll_chunk
 from twilio_messaging.connection import DEFAULT_CONN_ID, TwilioConnection
 from twilio_messaging.errors import ACCOUNT_WIDE_ON_CREATE, TwilioAPIError, TwilioConfigError
-from twilio_messaging.storage import is_local, open_atomic, read_json, write_json_atomic
+from twilio_messaging.storage import (
+    STORAGE_ENV,
+    is_local,
+    open_atomic,
+    read_json,
+    storage_base,
+    write_json_atomic,
+)
 from twilio_messaging.validation import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -295,8 +302,26 @@ def prepared_at(layout: RunLayout) -> str | None:
     return batch.get("prepared_at") if isinstance(batch, dict) else None
 
 
+class StorageMismatch(RuntimeError):
+    """A file an upstream task wrote is not where this task looks: the workers do not share storage."""
+
+
+def _missing(path: Any, writer: str) -> StorageMismatch:
+    return StorageMismatch(
+        f"{path} is missing, though {writer} wrote it: every worker must see the same storage "
+        f"(${STORAGE_ENV}, now {storage_base()}); see the README's Storage section"
+    )
+
+
 def read_manifest(layout: RunLayout, ref: ChunkRef) -> list[ManifestRow]:
-    return list(ledger.iter_jsonl(layout.folder / ref["path"]))  # type: ignore[arg-type]
+    """The chunk's rows; a missing or short manifest is an error, never an empty chunk."""
+    path = layout.folder / ref["path"]
+    if not path.exists():
+        raise _missing(path, "prepare")
+    rows: list[ManifestRow] = list(ledger.iter_jsonl(path))  # type: ignore[arg-type]
+    if len(rows) != ref["rows"]:
+        raise StorageMismatch(f"{path} holds {len(rows)} rows, prepare wrote {ref['rows']}")
+    return rows
 
 
 def _load_results(layout: RunLayout, chunk: int) -> ChunkResults | None:
@@ -457,7 +482,9 @@ def track_poke(
     now = now or datetime.now(UTC)
     age = (now - datetime.fromisoformat(sent["sent_at"])).total_seconds()
     results = _load_results(layout, chunk)
-    records = results["records"] if results else []
+    if results is None:
+        raise _missing(layout.results(chunk), f"send_chunk of chunk {chunk}")
+    records = results["records"]
     store = StorageStore(layout.tracking(chunk))
     if not any(record.get("sid") for record in records):
         final = [report.final_record(record) for record in records]

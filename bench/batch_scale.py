@@ -43,6 +43,7 @@ from bench.batch_throughput import (
     load_dag,
     machine,
     naive_batch,
+    raw_send,
     task_instances,
 )
 
@@ -105,8 +106,8 @@ def write_recipients(path: Path, n: int) -> int:
     return path.stat().st_size
 
 
-def xcom_sizes(dag_id: str, run_id: str) -> list[tuple[str, int, int]]:
-    """(task_id, map_index, bytes of the stored value) for every XCom of the run."""
+def xcom_sizes(dag_id: str, run_id: str) -> list[tuple[str, int, str, int]]:
+    """(task_id, map_index, key, bytes of the stored value) for every XCom of the run."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -159,9 +160,16 @@ def scale_run(sb: Any, n: int, home: Path, log: Path, meter: PhaseMeter) -> dict
     tis = task_instances(dag.dag_id, run.run_id)
     xcoms = xcom_sizes(dag.dag_id, run.run_id)
     per_ti: dict[tuple[str, int], int] = defaultdict(int)
-    for task_id, index, size in xcoms:
+    for task_id, index, _, size in xcoms:
         per_ti[(task_id, index)] += size
-    prepare_refs = next((size for task_id, index, size in xcoms if (task_id, index) == ("prepare", -1)), 0)
+    prepare_refs = next(
+        (
+            size
+            for task_id, index, key, size in xcoms
+            if (task_id, index, key) == ("prepare", -1, "return_value")
+        ),
+        0,
+    )
     layout = RunLayout.of(dag.dag_id, run.run_id)
     storage, files = folder_bytes(Path(layout.folder.path))
     manifests = sorted(Path(layout.folder.path, "manifests").glob("*.jsonl"))
@@ -229,9 +237,11 @@ def print_rows(result: dict[str, Any]) -> None:
                  result["phase_in_code"].get(code, 0)]  # fmt: skip
         timing = " | ".join(f"{cell:.0f}" for cell in cells)
         print(f"| {task} | {timing} | {result['phase_calls'].get(code, 0)} | {mib.get(code, 0):.0f} |")
+    bare = result.get("bare_httpx_rate") or 0.0
     print(f"baseline RSS before the run {result['baseline_rss_mib']:.0f} MiB; "
           f"send {result['send_rate_in_task']:.0f} msg/s in code, {result['send_rate_ti']:.0f} per TI time "
-          f"({result['send_rate_ti'] / PHYSICAL_LIMIT:.0%} of the limit)")  # fmt: skip
+          f"({result['send_rate_ti'] / PHYSICAL_LIMIT:.0%} of the limit"
+          + (f", {result['send_rate_in_task'] / bare:.0%} of bare httpx before)" if bare else ")"))  # fmt: skip
     print(f"XCom {result['xcom_total'] / 1024:.0f} KiB total, {result['xcom_mean_per_ti']:.0f} B mean "
           f"per TI, max {result['xcom_max_per_ti'] / 1024:.1f} KiB ({result['xcom_max_ti']}); metadata DB "
           f"+{result['db_growth'] / 1e6:.1f} MB; storage {result['storage_bytes'] / 1e6:.0f} MB in "
@@ -277,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"naive N={naive['n']}: {naive['run_seconds']:.1f} s end to end, {naive['tis']} task "
                   f"instances, {per_1000:.0f} s per 1,000", flush=True)  # fmt: skip
         for n in args.sizes:
+            ceiling = raw_send(sb, 10_000)  # what bare httpx gets from this machine right now, for the ratio
+            share = ceiling["rate"] / PHYSICAL_LIMIT
+            print(f"bare httpx now: {ceiling['rate']:.0f} msg/s ({share:.0%} of the limit)", flush=True)
             result = scale_run(sb, n, home, log, meter)
+            result["bare_httpx_rate"] = ceiling["rate"]
             result["load_after"] = os.getloadavg()
             results["scale"].append(result)
             print_rows(result)

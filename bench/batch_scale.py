@@ -238,10 +238,10 @@ def print_rows(result: dict[str, Any]) -> None:
         timing = " | ".join(f"{cell:.0f}" for cell in cells)
         print(f"| {task} | {timing} | {result['phase_calls'].get(code, 0)} | {mib.get(code, 0):.0f} |")
     bare = result.get("bare_httpx_rate") or 0.0
+    versus = f", {result['send_rate_in_task'] / bare:.0%} of bare httpx before" if bare else ""
     print(f"baseline RSS before the run {result['baseline_rss_mib']:.0f} MiB; "
           f"send {result['send_rate_in_task']:.0f} msg/s in code, {result['send_rate_ti']:.0f} per TI time "
-          f"({result['send_rate_ti'] / PHYSICAL_LIMIT:.0%} of the limit"
-          + (f", {result['send_rate_in_task'] / bare:.0%} of bare httpx before)" if bare else ")"))  # fmt: skip
+          f"({result['send_rate_ti'] / PHYSICAL_LIMIT:.0%} of the limit{versus})")  # fmt: skip
     print(f"XCom {result['xcom_total'] / 1024:.0f} KiB total, {result['xcom_mean_per_ti']:.0f} B mean "
           f"per TI, max {result['xcom_max_per_ti'] / 1024:.1f} KiB ({result['xcom_max_ti']}); metadata DB "
           f"+{result['db_growth'] / 1e6:.1f} MB; storage {result['storage_bytes'] / 1e6:.0f} MB in "

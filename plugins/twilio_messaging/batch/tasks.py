@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
@@ -382,11 +382,15 @@ def send_chunk(
             connection, concurrency, account_sid=params.get("accountSid") or None
         )
 
+        stop = asyncio.Event()
+
         async def checkpoints() -> None:
+            # Stopped by an event, not cancelled: a write in progress finishes before the final one.
             saved = len(results)
-            while True:
-                await asyncio.sleep(CHECKPOINT_EVERY)
-                if len(results) != saved:
+            while not stop.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=CHECKPOINT_EVERY)
+                if len(results) != saved and not stop.is_set():
                     saved = len(results)
                     await asyncio.to_thread(save, list(results.values()), False)
 
@@ -404,7 +408,7 @@ def send_chunk(
                     pace=pace,
                 )
         finally:
-            keeper.cancel()
+            stop.set()
             await asyncio.gather(keeper, return_exceptions=True)
         return records, transport
 

@@ -143,12 +143,17 @@ async def fetch_statuses(
     return found
 
 
-async def _checkpoints(store: TrackStore, known: Known, fetched: Known, every: float) -> None:
+async def _checkpoints(
+    store: TrackStore, known: Known, fetched: Known, every: float, stop: asyncio.Event
+) -> None:
+    """Save the final statuses fetched so far every ``every`` seconds until ``stop``; a write in progress
+    finishes before this returns (so it cannot overwrite a later save)."""
     saved = 0
-    while True:
-        await asyncio.sleep(every)
+    while not stop.is_set():
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
         finals = {sid: fact for sid, fact in list(fetched.items()) if is_terminal(fact[0])}
-        if len(finals) != saved:
+        if len(finals) != saved and not stop.is_set():
             saved = len(finals)
             await asyncio.to_thread(store.save, {**known, **finals})
 
@@ -172,11 +177,12 @@ async def poll_chunk(
     fetched: Known = {}
     if sids:
         # Final statuses are saved while the poke runs too: a poke killed half-way does not fetch them again.
-        keeper = asyncio.create_task(_checkpoints(store, known, fetched, checkpoint_every))
+        stop = asyncio.Event()
+        keeper = asyncio.create_task(_checkpoints(store, known, fetched, checkpoint_every, stop))
         try:
             await fetch_statuses(client, sids, concurrency, fetched)
         finally:
-            keeper.cancel()
+            stop.set()
             await asyncio.gather(keeper, return_exceptions=True)
     newly_final = {sid: fact for sid, fact in fetched.items() if is_terminal(fact[0])}
     known.update(newly_final)

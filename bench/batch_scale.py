@@ -262,8 +262,6 @@ def main(argv: list[str] | None = None) -> int:
 
     home = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     _airflow_env(home)
-    os.environ.pop("TWILIO_BATCH_REPORT_DIR", None)
-    os.environ["TWILIO_STORAGE"] = f"file://{home / 'storage'}"
     log = home / "airflow-tasks.log"
     from airflow.utils import db
 

@@ -290,7 +290,9 @@ def test_tracking_state_survives_reschedules(batch_env, monkeypatch):
     run = load_dag().test(run_conf={"recipients": rows, "from": FROM, "failure_threshold": 0.0})
     assert run.state == "success"  # unconfirmed is not a failure
     fetches = batch_env.stats()["requests"]["fetch"]
-    assert 9 + 3 <= fetches <= 9 + 8  # 9 final messages once each, the stuck one at every poke
+    # 9 final messages once each (from storage they are never fetched again), the stuck one at every poke:
+    # at least twice within the 4 s, however slowly a loaded machine reschedules.
+    assert 9 + 2 <= fetches <= 9 + 8
     summary = xcom(run, "summary")
     assert summary["delivered"] == 9 and summary["unconfirmed"] == 1
     assert summary["by_status"]["sent (delivery unconfirmed)"] == 1

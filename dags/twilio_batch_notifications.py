@@ -5,18 +5,22 @@ prepare >> send_chunk[i] >> track_chunk[i] >> summary >> check_failure_rate
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from airflow.sdk import DAG, Param, PokeReturnValue, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Param, PokeReturnValue, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.types import DagRunProtocol, RuntimeTaskInstanceProtocol
 
 from twilio_messaging.batch import tasks
-from twilio_messaging.batch.report import REPORT_DIR_ENV, REPORT_FORMATS
+from twilio_messaging.batch.layout import RunLayout
+from twilio_messaging.batch.prepare import MAX_CHUNK_SIZE
+from twilio_messaging.batch.records import ChunkRef, SendCounts
+from twilio_messaging.batch.report import REPORT_FORMATS
 from twilio_messaging.batch.settings import BatchSettings
-from twilio_messaging.validation import PARAM_SCHEMAS
+from twilio_messaging.storage import STORAGE_ENV
+from twilio_messaging.validation import BODY_MAX_CHARS, PARAM_SCHEMAS
 
 # Read when the file is parsed; see twilio_messaging/batch/settings.py for every variable.
 SETTINGS = BatchSettings.from_env()
@@ -29,43 +33,37 @@ DEFAULT_FAILURE_THRESHOLD = 0.1
 DOC_MD = f"""
 # Twilio batch notifications
 
-Sends one SMS to every valid recipient of a list and follows each message to its final status.
+Sends one SMS to every valid recipient of a list and follows each message to its final status. Rows live
+in object storage (`${STORAGE_ENV}`, default `file://$AIRFLOW_HOME/twilio_messaging`, one folder per run);
+XCom carries references and counts.
 
     prepare >> send_chunk[i] >> track_chunk[i] >> summary >> check_failure_rate
 
-- **prepare** loads the recipients (`recipients` list in the conf, else the `recipients_path` CSV/JSON file
-  with a `to` column), validates every row, removes duplicate numbers and opted-out numbers, renders
-  `body_template` (`{{field}}` placeholders; row values are inserted as plain text, never evaluated) and
-  cuts the batch into chunks of `chunk_size`. Bad rows are reported, not sent; a bad template or sender
-  fails the run before anything is sent.
-- **send_chunk** (one task per chunk, pool `{SETTINGS.pool}`, {SETTINGS.concurrency} slots each) sends its
-  chunk with up to `concurrency` requests in flight. A 429 halves the concurrency and waits; nothing is
-  dropped and nothing is sent twice (a retry looks a message up before sending it again).
+- **prepare** streams the recipients (`recipients` list in the conf, else the `recipients_path` CSV, JSON
+  or JSON-lines file with a `to` column), validates every row, removes duplicate and opted-out numbers and
+  numbers already sent under the run's `dedupe_key` by an earlier run (default: the run's day, so a
+  scheduled and a manual run on the same day send each recipient once; `allow_resend` sends again),
+  renders `body_template` (`{{field}}` placeholders; row values are inserted as plain text, never
+  evaluated) and writes one manifest per chunk of `chunk_size` (grown when the chunks would exceed
+  `[core] max_map_length`). With `sender_mps` it refuses a batch the sender cannot drain within Twilio's
+  ValidityPeriod (10 h), unless `pace` spreads the sends at that rate. A bad template or sender fails the
+  run before anything is sent; bad rows are reported, not sent.
+- **send_chunk** (one task per chunk, pool `{SETTINGS.pool}`, {SETTINGS.concurrency} slots each) reads only
+  its own manifest and sends it with up to `concurrency` requests in flight, checkpointing its results to
+  storage. A 429 halves the concurrency and waits; nothing is dropped and nothing is sent twice (a retry
+  skips what an earlier try recorded and looks the rest up before sending). Its XCom is counts.
 - **track_chunk** (reschedule-mode sensor, every {SETTINGS.poke_interval:g} s, first fetch
   {SETTINGS.first_fetch_after:g} s after sending) fetches the statuses of the chunk's unfinished messages
   concurrently, until all are final or {SETTINGS.status_timeout:g} s have passed (then: unconfirmed).
-  Final statuses are kept between pokes in a Variable `twilio_batch_track:<dag>:<run>:<chunk>` (deleted when
-  the chunk is done), so a final message is never fetched again.
-- **summary** publishes counts by final status, failures with error codes and meanings, the skipped rows,
-  and writes the per-recipient report (CSV or JSON) under `${REPORT_DIR_ENV}` (default
-  `$AIRFLOW_HOME/reports/twilio_batch/<dag_id>/<run_id>.<format>`); its path is in the summary XCom.
+  Final statuses are kept next to the chunk in storage, so a final message is never fetched again.
+- **summary** streams the chunks into the counts by final status, the failures by error code with their
+  meanings, and the per-recipient report (`report.csv` or `report.json` in the run's folder); the report's
+  path and URI, the dedupe key and the number already sent are in its XCom and in `summary.json`.
 - **check_failure_rate** fails the run when (failed + rejected + unknown) / messages to send is over
   `failure_threshold`, or when a chunk's send task failed.
 
 Needs the pool: `airflow pools set {SETTINGS.pool} 50 "Twilio API concurrency"`.
 """
-
-
-@contextmanager
-def final_errors() -> Iterator[None]:
-    """Fail at once, without retries, on errors a retry cannot fix (bad input, credentials, account)."""
-    try:
-        yield
-    except Exception as exc:
-        if tasks.is_final_error(exc):
-            raise AirflowFailException(str(exc)) from None
-        raise
-
 
 with DAG(
     dag_id="twilio_batch_notifications",
@@ -97,7 +95,7 @@ with DAG(
             DEFAULT_TEMPLATE,
             type="string",
             minLength=1,
-            maxLength=1600,
+            maxLength=BODY_MAX_CHARS,
             title="Body template",
             description="Message text with {field} placeholders filled from each row; {{ and }} for braces.",
         ),
@@ -131,9 +129,12 @@ with DAG(
             DEFAULT_CHUNK_SIZE,
             type="integer",
             minimum=1,
-            maximum=5000,
+            maximum=MAX_CHUNK_SIZE,
             title="Chunk size",
-            description=f"Recipients per send/track task (default {DEFAULT_CHUNK_SIZE}).",
+            description=(
+                f"Recipients per send/track task (default {DEFAULT_CHUNK_SIZE}); grown automatically when "
+                "the chunks would exceed Airflow's [core] max_map_length."
+            ),
         ),
         "concurrency": Param(
             SETTINGS.concurrency,
@@ -155,40 +156,72 @@ with DAG(
             description="The run fails when the share of failed messages is above this (0.1 = 10%).",
         ),
         "report_format": Param("csv", enum=list(REPORT_FORMATS), title="Report format"),
+        "dedupe_key": Param(
+            None,
+            type=["null", "string"],
+            maxLength=200,
+            title="Dedupe key",
+            description=(
+                "A recipient already sent under this key by an earlier run of this DAG is skipped "
+                "(outcome already_sent). Empty: the run's UTC day, so a scheduled and a manual run on the "
+                "same day send once."
+            ),
+        ),
+        "allow_resend": Param(
+            False,
+            type="boolean",
+            title="Allow resend",
+            description="Send to every recipient again, even those already sent under the dedupe key.",
+        ),
+        "sender_mps": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            title="Sender throughput (segments/s)",
+            description=(
+                "What the sender drains: about 1 for a US long code, 100+ for a short code, the sum for a "
+                "Messaging Service. Set, a batch that would wait longer than Twilio's ValidityPeriod "
+                "(10 h) in the sender's queue is refused before sending."
+            ),
+        ),
+        "pace": Param(
+            False,
+            type="boolean",
+            title="Pace to the sender",
+            description="With sender_mps: spread the sends at that rate instead of queueing them at Twilio.",
+        ),
     },
 ) as dag:
 
-    @task
-    def prepare() -> list[dict]:
-        """Validate, dedupe, opt-out, render and chunk; returns the chunks (skipped rows: XCom 'skipped')."""
-        context = get_current_context()
-        with final_errors():
-            prepared = tasks.prepare(context["params"], SETTINGS, BASE_DIRS)
-        ti = context["ti"]
-        # Separate keys: the chunks are mapped over, each chunk task pulls only its own item.
+    @task(multiple_outputs=False)
+    def prepare(
+        params: dict[str, Any], dag_run: DagRunProtocol, ti: RuntimeTaskInstanceProtocol
+    ) -> list[ChunkRef]:
+        """Stream, validate, dedupe, opt-out, render; one manifest per chunk in storage, references out."""
+        key = tasks.dedupe_key(params, dag_run.logical_date, dag_run.data_interval_end, dag_run.run_after)
+        with tasks.final_errors():
+            prepared = tasks.prepare(
+                params, SETTINGS, BASE_DIRS, RunLayout.of(dag_run.dag_id, dag_run.run_id), key
+            )
+        # Small facts under their own keys; the chunk references are what send_chunk maps over.
         ti.xcom_push(key="counts", value=prepared["counts"])
         ti.xcom_push(key="skipped", value=prepared["skipped"])
-        ti.xcom_push(key="prepared_at", value=prepared["prepared_at"])
+        ti.xcom_push(key="dedupe_key", value=prepared["dedupe_key"])
         return prepared["chunks"]
 
     @task(
+        multiple_outputs=False,
         pool=SETTINGS.pool,
         pool_slots=SETTINGS.concurrency,
-        retries=2,  # only after Twilio stayed unreachable; the retry looks messages up before sending
+        retries=2,  # only after Twilio stayed unreachable; the retry resumes from the stored results
         retry_delay=timedelta(minutes=1),
         map_index_template="chunk {{ task.op_kwargs['chunk']['chunk'] }}",
     )
-    def send_chunk(chunk: dict, prepared_at: str) -> dict:
-        """Send one chunk concurrently (bounded, 429-aware, duplicate-safe)."""
-        context = get_current_context()
-        with final_errors():
-            return tasks.send_chunk(
-                chunk,
-                context["params"],
-                SETTINGS,
-                prepared_at=prepared_at,
-                try_number=context["ti"].try_number,
-            )
+    def send_chunk(chunk: ChunkRef, params: dict[str, Any], dag_run: DagRunProtocol) -> SendCounts:
+        """Send one chunk from its manifest (bounded, 429-aware, duplicate-safe); counts out."""
+        layout = RunLayout.of(dag_run.dag_id, dag_run.run_id)
+        with tasks.final_errors():
+            return tasks.send_chunk(chunk, params, SETTINGS, layout, prepared_at=tasks.prepared_at(layout))
 
     @task.sensor(
         mode="reschedule",
@@ -201,38 +234,33 @@ with DAG(
         pool_slots=SETTINGS.concurrency,
         map_index_template="chunk {{ task.op_kwargs['sent']['chunk'] }}",
     )
-    def track_chunk(sent: dict) -> PokeReturnValue:
+    def track_chunk(sent: SendCounts, params: dict[str, Any], dag_run: DagRunProtocol) -> PokeReturnValue:
         """Fetch the statuses of the chunk's unfinished messages; done when all are final."""
-        context = get_current_context()
-        store = tasks.VariableStore(context["dag"].dag_id, context["run_id"], sent["chunk"])
-        with final_errors():
-            done, value = tasks.track_poke(sent, context["params"], SETTINGS, store)
-        return PokeReturnValue(is_done=done, xcom_value=value)
+        with tasks.final_errors():
+            done, counts = tasks.track_poke(
+                sent, params, SETTINGS, RunLayout.of(dag_run.dag_id, dag_run.run_id)
+            )
+        return PokeReturnValue(is_done=done, xcom_value=counts)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    def summary(chunks: list | None, sent: list, tracked: list) -> dict:
-        """Counts by final status, failures with meanings, skipped rows; writes the per-recipient report."""
-        context = get_current_context()
-        ti, dag_id, run_id = context["ti"], context["dag"].dag_id, context["run_id"]
+    @task(trigger_rule=TriggerRule.ALL_DONE, multiple_outputs=False)
+    def summary(
+        chunks: list[ChunkRef] | None, params: dict[str, Any], dag_run: DagRunProtocol
+    ) -> dict[str, Any]:
+        """Counts by final status, failures by error code with meanings; writes the per-recipient report."""
         if chunks is None:
             raise AirflowFailException("prepare did not finish, so nothing was sent; see its log")
-        records = tasks.collect_records(
-            chunks,
-            ti.xcom_pull(task_ids="prepare", key="skipped") or [],
-            list(sent or []),
-            list(tracked or []),
-            store_for=lambda chunk: tasks.VariableStore(dag_id, run_id, chunk),
-        )
-        return tasks.summarise(records, context["params"], dag_id, run_id)
+        return tasks.summarise(RunLayout.of(dag_run.dag_id, dag_run.run_id), params)
 
     @task
-    def check_failure_rate(result: dict) -> None:
+    def check_failure_rate(result: dict[str, Any], params: dict[str, Any]) -> None:
         """Fail the run (so alerts fire) when too many messages failed."""
-        reason = tasks.failure_verdict(result, float(get_current_context()["params"]["failure_threshold"]))
+        reason = tasks.failure_verdict(result, float(params["failure_threshold"]))
         if reason:
             raise AirflowFailException(reason)
 
     chunks = prepare()
-    sent = send_chunk.partial(prepared_at=chunks["prepared_at"]).expand(chunk=chunks)
+    sent = send_chunk.expand(chunk=chunks)
     tracked = track_chunk.expand(sent=sent)
-    check_failure_rate(summary(chunks, sent, tracked))
+    result = summary(chunks)
+    tracked >> result
+    check_failure_rate(result)

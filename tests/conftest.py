@@ -26,6 +26,15 @@ os.environ.setdefault("TWILIO_POKE_INTERVAL", "1")
 os.environ.setdefault("TWILIO_STATUS_TIMEOUT", "30")
 
 
+@pytest.fixture(autouse=True)
+def run_storage(monkeypatch, tmp_path_factory) -> Path:
+    """Each test its own TWILIO_STORAGE: batch runs of one day share a dedupe key, so a ledger left by an
+    earlier test would (rightly) skip the recipients a later test sends to again."""
+    folder = tmp_path_factory.mktemp("storage")
+    monkeypatch.setenv("TWILIO_STORAGE", f"file://{folder}")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Create the Airflow metadata DB (SQLite in the temporary home) once per session."""

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 ERROR_DOCS_URL = "https://www.twilio.com/docs/errors/{code}"
+# HTTP statuses that say "this account or connection cannot send", not "this message is wrong": bad
+# credentials (401) or a refused account (403) on any request; on a create, also 404 (the Account SID's
+# Messages resource does not exist). A 404 on fetching one message only concerns that message.
+ACCOUNT_WIDE_STATUSES = frozenset({401, 403})
+ACCOUNT_WIDE_ON_CREATE = ACCOUNT_WIDE_STATUSES | {404}
 
 ERROR_MEANINGS: dict[int, str] = {
     20003: "Authentication failed: the Account SID / API key or its secret is wrong",

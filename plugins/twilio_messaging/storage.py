@@ -9,12 +9,14 @@ Every write is atomic, so a task killed half-way never leaves a partial file tha
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
@@ -45,7 +47,7 @@ def run_path(dag_id: str, run_id: str, base: ObjectStoragePath | None = None) ->
     return (base or storage_base()) / safe_name(dag_id) / safe_name(run_id)
 
 
-def _is_local(path: ObjectStoragePath) -> bool:
+def is_local(path: ObjectStoragePath) -> bool:
     return path.protocol in ("file", "local", "")
 
 
@@ -55,7 +57,7 @@ def write_bytes_atomic(path: ObjectStoragePath, data: bytes) -> ObjectStoragePat
     Locally: a temporary sibling, fsync, then rename (atomic on POSIX). On object stores a single PUT is
     already all-or-nothing, so the object is written directly.
     """
-    if not _is_local(path):
+    if not is_local(path):
         path.write_bytes(data)
         return path
     local = path.path
@@ -72,6 +74,41 @@ def write_bytes_atomic(path: ObjectStoragePath, data: bytes) -> ObjectStoragePat
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+@contextmanager
+def open_atomic(path: ObjectStoragePath, text: bool = True) -> Iterator[IO[Any]]:
+    """A file handle for a streamed write that appears whole at the end, or not at all.
+
+    Locally: a temporary sibling, fsync, then rename. On object stores the upload is committed only when the
+    handle closes; an error discards it, and a killed process never commits it.
+    """
+    if not is_local(path):
+        raw = path.open("wb")
+        try:
+            handle: IO[Any] = io.TextIOWrapper(raw, encoding="utf-8", newline="") if text else raw
+            yield handle
+            handle.flush()
+        except BaseException:
+            discard = getattr(raw, "discard", None)
+            if callable(discard):
+                discard()  # fsspec's buffered files: abort the upload instead of committing a part
+            raise
+        raw.close()
+        return
+    local = path.path
+    directory = os.path.dirname(local)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(local)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") if text else open(tmp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, local)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def write_json_atomic(path: ObjectStoragePath, value: Any) -> ObjectStoragePath:

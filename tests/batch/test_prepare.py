@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twilio_messaging.batch.prepare import DUPLICATE, INVALID, OPTED_OUT, Sender, chunked, prepare_batch
+from twilio_messaging.batch.prepare import (
+    ALREADY_SENT,
+    DUPLICATE,
+    INVALID,
+    OPTED_OUT,
+    Sender,
+    chunked,
+    prepare_batch,
+)
 from twilio_messaging.batch.recipients import (
     RecipientsError,
     allowed_data_dirs,
@@ -20,7 +28,7 @@ from twilio_messaging.batch.recipients import (
     resolve_path,
     rows_from_list,
 )
-from twilio_messaging.batch.report import build_records, message_record, summarise, write_report
+from twilio_messaging.batch.report import ReportWriter, build_records, message_record, summarise
 from twilio_messaging.batch.templating import BodyTemplate, MissingField, TemplateError
 from twilio_messaging.validation import InvalidInput
 
@@ -100,7 +108,7 @@ def test_load_csv_and_json(tmp_path):
     ("name", "content", "rule"),
     [
         ("missing.csv", None, "no such file"),
-        ("r.txt", "to\n", "must end in .csv or .json"),
+        ("r.txt", "to\n", "must end in .csv, .json or .jsonl"),
         ("r.csv", "phone,name\n1,2\n", "no 'to' column"),
         ("r.json", "{not json", "not valid UTF-8 JSON"),
         ("r.json", '["+1555"]', "must be an object"),
@@ -162,10 +170,10 @@ def test_prepare_validates_dedupes_opts_out_and_chunks():
     prepared = prepare_batch(rows, "Hi {name}", SENDER, load_opt_out(None, ["+15550100009"]), chunk_size=2)
     sent = [row for chunk in prepared.chunks for row in chunk["rows"]]
     assert sent == [
-        [1, "+15550100001", "Hi Ada"],
-        [5, "+15550100004", f"Hi {JINJA}"],
-        [10, "whatsapp:+15550100006", "Hi W"],
-        [11, "+15550100007", "Hi Z"],
+        {"row": 1, "to": "+15550100001", "body": "Hi Ada"},
+        {"row": 5, "to": "+15550100004", "body": f"Hi {JINJA}"},
+        {"row": 10, "to": "whatsapp:+15550100006", "body": "Hi W"},
+        {"row": 11, "to": "+15550100007", "body": "Hi Z"},
     ]
     assert [len(chunk["rows"]) for chunk in prepared.chunks] == [2, 2]
     assert [chunk["chunk"] for chunk in prepared.chunks] == [0, 1]
@@ -185,14 +193,14 @@ def test_prepare_validates_dedupes_opts_out_and_chunks():
     assert "field 'name'" in reasons[4]
     assert "'body'" in reasons[9] and "1600" in reasons[9]
     assert prepared.counts() == {
-        "rows": 11, "to_send": 4, "chunks": 2, INVALID: 4, OPTED_OUT: 2, DUPLICATE: 1,
+        "rows": 11, "to_send": 4, "chunks": 2, INVALID: 4, OPTED_OUT: 2, DUPLICATE: 1, ALREADY_SENT: 0,
     }  # fmt: skip
 
 
 def test_invalid_first_row_does_not_block_a_valid_duplicate():
     rows = [{"to": "+15550100001"}, {"to": "+15550100001", "name": "ok"}]
     prepared = prepare_batch(rows, "Hi {name}", SENDER)
-    assert prepared.chunks[0]["rows"] == [[2, "+15550100001", "Hi ok"]]
+    assert prepared.chunks[0]["rows"] == [{"row": 2, "to": "+15550100001", "body": "Hi ok"}]
 
 
 def test_opting_out_a_number_covers_its_channel_addresses():
@@ -253,7 +261,7 @@ def test_records_summary_and_report(tmp_path):
     assert summary["skipped"] == [{"row": 4, "to": "x", "outcome": INVALID, "reason": "bad"}]
 
     path = write_report(records, tmp_path / "d" / "r.csv", "csv")
-    lines = list(csv.DictReader(path.open()))
+    lines = list(csv.DictReader(path.open(newline="")))
     assert [line["outcome"] for line in lines] == [
         "delivered",
         "failed",
@@ -267,6 +275,16 @@ def test_records_summary_and_report(tmp_path):
         write_report(records, tmp_path / "r.xml", "xml")
 
 
+def write_report(records, path: Path, fmt: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = ReportWriter(handle, fmt)
+        for record in records:
+            writer.add(record)
+        writer.close()
+    return path
+
+
 @given(st.text().filter(str.strip), st.text().filter(str.strip))
 def test_any_value_is_inserted_verbatim(first, second):
     # Whatever a value holds (braces, Jinja, format specs), it lands in the body unchanged.
@@ -278,7 +296,7 @@ def test_the_json_sample_prepares():
     prepared = prepare_batch(
         rows, "Hi {name}, {date}", SENDER, load_opt_out(REPO / "include" / "opt_out_sample.txt")
     )
-    assert [row[1] for row in prepared.chunks[0]["rows"]] == [
+    assert [row["to"] for row in prepared.chunks[0]["rows"]] == [
         "+15550100001",
         "+15550100002",
         "whatsapp:+15550100003",

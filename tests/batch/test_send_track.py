@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from twilio_messaging.batch.prepare import Sender
-from twilio_messaging.batch.report import DELIVERED, FAILED, REJECTED, UNCONFIRMED
+from twilio_messaging.batch.records import ManifestRow
+from twilio_messaging.batch.report import ACCEPTED, DELIVERED, FAILED, REJECTED, UNCONFIRMED
 from twilio_messaging.batch.send import send_rows
 from twilio_messaging.batch.throttle import AdaptiveLimiter, throttled_client
 from twilio_messaging.batch.track import MemoryStore, poll_chunk
@@ -25,8 +26,12 @@ def connection(sb, secret: str | None = None) -> TwilioConnection:
     return TwilioConnection(base_url=sb.base_url, username=sb.account_sid, secret=secret or sb.auth_token)
 
 
-def rows(n: int, start: int = 0, suffix: str = "") -> list[list]:
-    return [[i + 1, f"+1555{start + i:05d}{suffix or '01'}", f"batch test {i}"] for i in range(n)]
+def row(number: int, to: str, body: str) -> ManifestRow:
+    return {"row": number, "to": to, "body": body}
+
+
+def rows(n: int, start: int = 0, suffix: str = "") -> list[ManifestRow]:
+    return [row(i + 1, f"+1555{start + i:05d}{suffix or '01'}", f"batch test {i}") for i in range(n)]
 
 
 def send(sb, rows_, concurrency=8, **kwargs):
@@ -48,11 +53,13 @@ def poll(sb, records, store, final=False):
 
 
 def test_every_row_once_and_rejections_recorded(clean_sandbox):
-    batch = [*rows(30), [31, "+15005550001", "magic invalid To"], [32, "+15005550004", "magic blocked"]]
+    batch = [*rows(30), row(31, "+15005550001", "magic invalid To"), row(32, "+15005550004", "magic blocked")]
     records, transport = send(clean_sandbox, batch)
     assert [r["row"] for r in records] == list(range(1, 33))
     stored = clean_sandbox.messages()
-    assert Counter(m["to"] for m in stored) == Counter(r[1] for r in batch[:30])
+    assert Counter(m["to"] for m in stored) == Counter(r["to"] for r in batch[:30])
+    # Right after sending, a message Twilio accepted is "accepted" with its real status, not "unconfirmed".
+    assert {(r["outcome"], r["status"]) for r in records[:30]} == {(ACCEPTED, "queued")}
     assert {r["sid"] for r in records[:30]} == {m["sid"] for m in stored}
     assert [(r["outcome"], r["error_code"]) for r in records[30:]] == [(REJECTED, 21211), (REJECTED, 21610)]
     assert "opted out" in records[31]["error_meaning"]
@@ -65,7 +72,7 @@ def test_429_storm_slows_down_and_loses_nothing(clean_sandbox):
     batch = rows(120)
     records, transport = send(clean_sandbox, batch, concurrency=10)
     stored = clean_sandbox.messages()
-    assert Counter(m["to"] for m in stored) == Counter(r[1] for r in batch)  # all of them, each once
+    assert Counter(m["to"] for m in stored) == Counter(r["to"] for r in batch)  # all of them, each once
     assert all(r["sid"] for r in records)
     assert clean_sandbox.stats()["faults"]["429"] > 0
     assert transport.limiter.stats.throttled > 0
@@ -86,7 +93,7 @@ def test_lost_responses_never_duplicate(clean_sandbox):
     records, _ = send(clean_sandbox, batch)
     stored = clean_sandbox.messages()
     assert clean_sandbox.stats()["faults"]["lost_response"] > 0
-    assert Counter(m["to"] for m in stored) == Counter(r[1] for r in batch)
+    assert Counter(m["to"] for m in stored) == Counter(r["to"] for r in batch)
     assert {r["sid"] for r in records} == {m["sid"] for m in stored}
 
 
@@ -96,7 +103,7 @@ def test_task_retry_looks_up_before_sending(clean_sandbox):
     first, _ = send(clean_sandbox, batch[:6])  # the first try died after six rows
     again, _ = send(clean_sandbox, batch, sent_since=since)
     stored = clean_sandbox.messages()
-    assert Counter(m["to"] for m in stored) == Counter(r[1] for r in batch)
+    assert Counter(m["to"] for m in stored) == Counter(r["to"] for r in batch)
     assert [r["sid"] for r in again[:6]] == [r["sid"] for r in first]
 
 
@@ -115,8 +122,8 @@ def test_bad_credentials_stop_the_chunk(clean_sandbox):
 
 def test_tracking_fetches_each_final_message_once(clean_sandbox):
     # 3003 ends undelivered, 3008 failed, 7777 stays "sent" for ever; the sandbox runs with zero step delay.
-    stuck = [[15, "+15550107777", "s"], [16, "+15550207777", "s"]]
-    batch = [*rows(12), [13, "+15550103003", "u"], [14, "+15550103008", "f"], *stuck]
+    stuck = [row(15, "+15550107777", "s"), row(16, "+15550207777", "s")]
+    batch = [*rows(12), row(13, "+15550103003", "u"), row(14, "+15550103008", "f"), *stuck]
     records, _ = send(clean_sandbox, batch)
     store = MemoryStore()
     first = poll(clean_sandbox, records, store)
@@ -132,7 +139,7 @@ def test_tracking_fetches_each_final_message_once(clean_sandbox):
     assert outcome[13] == (FAILED, "undelivered", 30003)
     assert outcome[14] == (FAILED, "failed", 30008)
     assert outcome[15] == (UNCONFIRMED, "sent (delivery unconfirmed)", None)
-    assert store.known == {}  # cleared once the chunk is done
+    assert len(store.known) == 14  # the caller clears it once it has written the chunk's final records
 
 
 def test_limiter_halves_on_429_and_recovers():

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import csv
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from twilio_messaging.batch import tasks
+from twilio_messaging.batch import ledger, tasks
+from twilio_messaging.batch.layout import RunLayout
 from twilio_messaging.batch.report import message_record, summarise
 from twilio_messaging.batch.settings import BatchSettings
-from twilio_messaging.batch.track import MemoryStore
+from twilio_messaging.batch.track import StorageStore
 from twilio_messaging.errors import TwilioAPIError, TwilioConfigError, TwilioUnreachableError
+from twilio_messaging.storage import read_json, write_json_atomic
 from twilio_messaging.validation import InvalidInput
 
-CHUNKS = [
-    {"chunk": 0, "rows": [[1, "+15550000001", "a"], [2, "+15550000002", "b"]]},
-    {"chunk": 1, "rows": [[4, "+15550000004", "c"]]},
-    {"chunk": 2, "rows": [[5, "+15550000005", "d"]]},
+REPO = Path(__file__).resolve().parents[2]
+ROWS = [
+    {"to": "+15550000001", "name": "a"},
+    {"to": "+15550000002", "name": "b"},
+    {"to": "x", "name": "bad"},
+    {"to": "+15550000004", "name": "c"},
+    {"to": "+15550000005", "name": "d"},
 ]
-SKIPPED = [{"row": 3, "to": "x", "outcome": "invalid", "reason": "bad"}]
+PARAMS = {"recipients": ROWS, "body_template": "Hi {name}", "chunk_size": 2, "report_format": "csv"}
 
 
 def settings(**changes) -> BatchSettings:
@@ -29,22 +36,47 @@ def settings(**changes) -> BatchSettings:
     return BatchSettings(**{**base.__dict__, **changes})
 
 
-def test_collect_records_after_failed_send_and_failed_tracking():
+def prepared(run_id: str = "run_1", params=None) -> tuple[RunLayout, dict]:
+    layout = RunLayout.of("batch_dag", run_id)
+    out = tasks.prepare(
+        {**PARAMS, **(params or {})}, settings(), [REPO], layout, "2026-12-02", map_limit=1024
+    )
+    return layout, out
+
+
+def results(layout: RunLayout, chunk: int, records, complete: bool) -> None:
+    write_json_atomic(
+        layout.results(chunk),
+        {"chunk": chunk, "started_at": "2026-12-02T00:00:00+00:00", "sent_at": None, "complete": complete,
+         "records": records},
+    )  # fmt: skip
+
+
+def test_summary_after_a_send_that_died_mid_chunk_and_failed_tracking(tmp_path):
+    layout, out = prepared()
+    assert [(ref["chunk"], ref["rows"]) for ref in out["chunks"]] == [(0, 2), (1, 2)]
+    assert out["counts"]["invalid"] == 1 and out["counts"]["to_send"] == 4
     delivered = message_record(1, "+15550000001", "SM1", "delivered")
     undelivered = message_record(2, "+15550000002", "SM2", "undelivered", 30003)
-    tracked = [{"chunk": 0, "records": [delivered, undelivered]}]
-    # Chunk 1 was sent, but its tracking failed: the store still knows one final status.
-    sent = [{"chunk": 1, "sent_at": "2026-01-01T00:00:00+00:00",
-             "records": [message_record(4, "+15550000004", "SM4", "queued")]}]  # fmt: skip
-    store = MemoryStore()
-    store.save({"SM4": ["delivered", None, None]})
-    records = tasks.collect_records(CHUNKS, SKIPPED, sent, tracked, store_for=lambda chunk: store)
-    assert [(r["row"], r["outcome"]) for r in records] == [
+    results(layout, 0, [delivered, undelivered], complete=True)
+    tasks.write_tracked(layout, 0, [delivered, undelivered])
+    # Chunk 1's send died after row 4; its tracking failed too, but the store knows row 4's final status.
+    results(layout, 1, [message_record(4, "+15550000004", "SM4", "queued")], complete=False)
+    StorageStore(layout.tracking(1)).save({"SM4": ["delivered", None, None]})
+
+    summary = tasks.summarise(layout, {"report_format": "csv", "failure_threshold": 0.9})
+    with open(summary["report_path"], newline="") as handle:
+        report = list(csv.DictReader(handle))
+    assert [(int(r["row"]), r["outcome"]) for r in report] == [
         (1, "delivered"), (2, "failed"), (3, "invalid"), (4, "delivered"), (5, "unknown"),
     ]  # fmt: skip
-    assert store.known == {}  # the summary cleans up what tracking left behind
-    summary = summarise(records)
+    assert not layout.tracking(1).exists()  # the summary cleans up what tracking left behind
     assert (summary["to_send"], summary["failed"], summary["unknown"]) == (4, 2, 1)
+    assert summary["failures_by_code"]["30003"]["count"] == 1
+    assert "30003" in summary["failures_by_code"]["30003"]["meaning"]
+    assert summary["dedupe_key"] == "2026-12-02" and summary["already_sent"] == 0
+    assert read_json(layout.summary) == summary  # summary.json holds what the XCom holds
+    assert summary["report_uri"] == str(layout.report("csv"))
     verdict = tasks.failure_verdict(summary, threshold=0.9)
     assert verdict is not None and "1 messages are in chunks whose send task failed" in verdict
 
@@ -91,13 +123,15 @@ def test_sender_defaults_only_without_from_and_service():
 
 
 def test_no_fetch_before_first_fetch_after():
-    sent = {"chunk": 0, "sent_at": datetime.now(UTC).isoformat(),
-            "records": [message_record(1, "+15550000001", "SM1", "queued")]}  # fmt: skip
+    layout, _ = prepared()
+    sent = {"chunk": 0, "sent_at": datetime.now(UTC).isoformat()}
+    results(layout, 0, [message_record(1, "+15550000001", "SM1", "queued")], complete=True)
     # No connection is needed (or made) while the chunk is younger than first_fetch_after.
-    assert tasks.track_poke(sent, {}, settings(), MemoryStore()) == (False, None)
-    rejected_only = {**sent, "records": [message_record(1, "+15005550001", None, None, 21211)]}
-    done, value = tasks.track_poke(rejected_only, {}, settings(), MemoryStore())
-    assert done and value["records"][0]["outcome"] == "rejected"
+    assert tasks.track_poke(sent, {}, settings(), layout) == (False, None)
+    results(layout, 1, [message_record(4, "+15005550001", None, None, 21211)], complete=True)
+    done, value = tasks.track_poke({**sent, "chunk": 1}, {}, settings(), layout)
+    assert done and value == {"chunk": 1, "delivered": 0, "failed": 0, "unconfirmed": 0, "rejected": 1}
+    assert [r["outcome"] for r in ledger.iter_jsonl(layout.tracked(1))] == ["rejected"]
 
 
 def test_settings_from_env(monkeypatch):
@@ -115,3 +149,47 @@ def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("TWILIO_BATCH_POKE_INTERVAL", "soon")
     with pytest.raises(ValueError, match="TWILIO_BATCH_POKE_INTERVAL"):
         BatchSettings.from_env()
+
+
+def test_chunk_size_grows_to_fit_max_map_length_and_says_so(caplog):
+    rows = [{"to": f"+1555069{i:04d}", "name": f"N{i}"} for i in range(100)]
+    params = {"recipients": rows, "body_template": "Hi {name}", "chunk_size": 5}
+    with caplog.at_level("WARNING"):
+        out = tasks.prepare(params, settings(), [REPO], RunLayout.of("d", "grow"), "k", map_limit=16)
+    assert [ref["rows"] for ref in out["chunks"]] == [7] * 14 + [2]
+    assert (
+        "chunk_size 5 would make 20 chunks, over [core] max_map_length = 16: using chunks of 7" in caplog.text
+    )
+
+
+def test_too_many_recipients_for_max_map_length_are_refused_naming_the_setting():
+    from twilio_messaging.batch.prepare import chunk_size_for
+
+    assert chunk_size_for(80_000, 500, 16) == 5000
+    with pytest.raises(InvalidInput) as info:
+        chunk_size_for(80_001, 500, 16)
+    text = str(info.value)
+    assert "80,001 messages need 17 chunks" in text and "largest chunk size of 5,000" in text
+    assert "[core] max_map_length" in text and "AIRFLOW__CORE__MAX_MAP_LENGTH" in text and "80,000" in text
+
+
+def test_default_dedupe_key_is_the_day_of_the_run():
+    from datetime import datetime
+
+    midnight = datetime(2026, 12, 2, tzinfo=UTC)
+    later = datetime(2026, 12, 2, 0, 52, tzinfo=UTC)
+    scheduled = tasks.dedupe_key({}, midnight, midnight, midnight)
+    manual = tasks.dedupe_key({}, later, later, later)
+    manual_without_date = tasks.dedupe_key({"dedupe_key": ""}, None, None, later)
+    assert scheduled == manual == manual_without_date == "2026-12-02"
+    assert tasks.dedupe_key({"dedupe_key": " campaign-7 "}, midnight, None, midnight) == "campaign-7"
+
+
+def test_a_worker_that_does_not_see_the_storage_fails_instead_of_sending_nothing(monkeypatch, tmp_path):
+    layout, out = prepared("shared")
+    monkeypatch.setenv("TWILIO_STORAGE", f"file://{tmp_path / 'elsewhere'}")
+    elsewhere = RunLayout.of(layout.dag_id, layout.run_id)
+    with pytest.raises(tasks.StorageMismatch, match="every worker must see the same storage"):
+        tasks.send_chunk(out["chunks"][0], PARAMS, settings(), elsewhere, connection=object())  # type: ignore[arg-type]
+    with pytest.raises(tasks.StorageMismatch, match="send_chunk of chunk 0"):
+        tasks.track_poke({"chunk": 0, "sent_at": datetime.now(UTC).isoformat()}, {}, settings(), elsewhere)

@@ -331,7 +331,9 @@ def celery_topology(
                 "AIRFLOW__CELERY__BROKER_URL": redis_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": result_backend,
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
-                "TWILIO_BATCH_REPORT_DIR": str(home / "reports"),
+                # One storage both workers (and the api-server) see: here a shared folder on this host; on
+                # several hosts an s3:// or gs:// bucket (docker-compose.yaml mounts a shared volume).
+                "TWILIO_STORAGE": f"file://{home / 'shared-storage'}",
                 **TEST_ENV,
             },
             log=lambda text: print(f"[celery stack] {text}", flush=True),

@@ -302,9 +302,25 @@ def test_batch_of_500_survives_a_worker_kill_without_duplicates(celery_topology:
     assert victim["state"] == "success" and victim["try_number"] > killed["try_number"], victim
     assert victim["hostname"] == survivor, f"killed chunk finished on {victim['hostname']}, not {survivor}"
     assert (killed["try_number"], killed["worker"]) in {(t, h) for t, _, h in history}, history
-    # The retry looked every row of the chunk up before sending (duplicate-safe resume).
+    # The retry on the other worker resumed from the dead try's results in the shared storage: rows that
+    # try recorded were kept as they were, every other row was looked up before sending.
     stats = sandbox.stats()["requests"]
-    assert stats.get("list", 0) >= CHUNK_SIZE, f"no look-ups before resending: {stats}"
+    path = f"/api/v2/dags/{BATCH_DAG}/dagRuns/{run_id}/taskInstances/{SEND_TASK}/xcomEntries/return_value"
+    resumed = client.request("GET", path, params={"map_index": killed["map_index"]}).json()["value"]
+    print(f"[celery] the retry kept {resumed['reused']} rows the killed try had recorded", flush=True)
+    assert resumed["messages"] == CHUNK_SIZE and resumed["reused"] <= killed["chunk_sent_before_kill"]
+    assert stats.get("list", 0) >= CHUNK_SIZE - resumed["reused"], f"no look-ups before resending: {stats}"
+    # Manifests, results and the report are in the storage both workers share, one folder per run.
+    from twilio_messaging.batch.layout import RunLayout
+    from twilio_messaging.storage import read_json, storage_base
+
+    layout = RunLayout.of(
+        BATCH_DAG, run_id, storage_base({"TWILIO_STORAGE": topology.stack.env()["TWILIO_STORAGE"]})
+    )
+    assert len(list((layout.folder / "manifests").iterdir())) == len(chunks)
+    assert all(read_json(layout.results(index))["complete"] for index in range(len(chunks)))
+    assert summary["report_uri"] == str(layout.report("csv"))
+    assert len(layout.report("csv").read_text().splitlines()) == 1 + BATCH_SIZE
 
     # The dead worker's own log shows it had started the killed try.
     executions = _executions(topology)

@@ -272,7 +272,9 @@ def test_a_real_compose_client_renders_the_file_like_these_tests(compose, env_ex
             "docker-compose package to also check the file with `docker compose config`"
         )
     argv = [*client, "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "--profile", SANDBOX_PROFILE]
-    result = subprocess.run([*argv, "config"], capture_output=True, text=True, cwd=REPO)
+    # Only .env.example may fill the variables: not TWILIO_* settings of the shell (or of the test session).
+    hermetic = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
+    result = subprocess.run([*argv, "config"], capture_output=True, text=True, cwd=REPO, env=hermetic)
     assert result.returncode == 0, result.stderr
     rendered = yaml.safe_load(result.stdout)["services"]
     ours = interpolate_tree(compose, env_example)["services"]
@@ -380,12 +382,12 @@ def test_project_folders_are_mounted_on_every_airflow_service(services) -> None:
         for volume in services[name]["volumes"]:
             source, target = interpolate(volume, {}).split(":")[:2]
             mounts[target] = source
-        for folder in ("dags", "plugins", "include", "logs", "config", "reports"):
+        for folder in ("dags", "plugins", "include", "logs", "config", "storage"):
             assert mounts.get(f"/opt/airflow/{folder}") == f"./{folder}", (name, folder)
         for folder in ("dags", "plugins", "include"):
             assert (REPO / folder).is_dir(), folder
-        report_dir = env_of(services[name])["TWILIO_BATCH_REPORT_DIR"]
-        assert report_dir.startswith("/opt/airflow/reports/"), "reports must land on the shared mount"
+        storage = interpolate(env_of(services[name])["TWILIO_STORAGE"], {})
+        assert storage == "file:///opt/airflow/storage", "batch run data must be on the mount all share"
         assert services[name]["user"] == ("0:0" if name == INIT else "${AIRFLOW_UID:-50000}:0"), name
 
 

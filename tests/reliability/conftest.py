@@ -345,7 +345,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         airflow = AirflowStack(
             home,
             twilio_conn=sandbox.conn_json(),
-            extra_env=STACK_ENV,
+            # Pinned: a restarted component must see the storage the killed one wrote to.
+            extra_env={**STACK_ENV, "TWILIO_STORAGE": f"file://{home / 'storage'}"},
             log=lambda text: print(f"[reliability stack] {text}", flush=True),
         )
         airflow.start(wait_for_dags=[WORKFLOW_DAG, BATCH_DAG])

@@ -268,7 +268,8 @@ def batch_confs(draw) -> dict[str, Any]:
 def test_malformed_batch_confs_are_refused_naming_the_field_or_prepared_validly(rel, batch_params):
     from airflow.sdk.exceptions import ParamValidationError
 
-    from twilio_messaging.batch import tasks
+    from twilio_messaging.batch import ledger, tasks
+    from twilio_messaging.batch.layout import RunLayout
     from twilio_messaging.batch.settings import BatchSettings
     from twilio_messaging.validation import InvalidInput, validate_message
 
@@ -294,8 +295,9 @@ def test_malformed_batch_confs_are_refused_naming_the_field_or_prepared_validly(
             seen.setdefault("refused_" + name, 0)
             seen["refused_" + name] += 1
             return
+        layout = RunLayout.of(BATCH_DAG, f"hostile_{seen['examples']}")
         try:
-            prepared = tasks.prepare(params, settings_, [REPO, DAGS])
+            prepared = tasks.prepare(params, settings_, [REPO, DAGS], layout, layout.run_id, map_limit=1024)
         except InvalidInput as exc:
             assert exc.field in batch_params or exc.field in ("to", "chunk_size"), exc
             assert exc.field in str(exc)
@@ -303,17 +305,21 @@ def test_malformed_batch_confs_are_refused_naming_the_field_or_prepared_validly(
             return
         seen["prepared"] += 1
         counts = prepared["counts"]
-        sendable = [row for chunk in prepared["chunks"] for row in chunk["rows"]]
+        # Rows are in storage (one manifest per chunk, the skipped rows), XCom has references.
+        sendable = [row for ref in prepared["chunks"] for row in tasks.read_manifest(layout, ref)]
+        skipped = list(ledger.iter_jsonl(layout.skipped))
         assert counts["to_send"] == len(sendable)
-        assert counts["rows"] == len(sendable) + len(prepared["skipped"])
-        for _, to, body in sendable:  # what send_chunk will send passes the one set of input rules
+        assert counts["rows"] == len(sendable) + len(skipped)
+        for to, body in (
+            (row["to"], row["body"]) for row in sendable
+        ):  # what send_chunk sends passes the rules
             validate_message(to=to, from_=params.get("from") or settings_.default_from, body=body)
             (to + body).encode("utf-8")  # and can go on the wire
             assert not any(secret in body for secret in SECRETS)
-        for skipped in prepared["skipped"]:
-            assert skipped["outcome"] in ("invalid", "opted_out", "duplicate") and skipped["reason"]
+        for row in skipped:
+            assert row["outcome"] in ("invalid", "opted_out", "duplicate") and row["reason"]
         seen["rows_sendable"] += len(sendable)
-        seen["rows_skipped"] += len(prepared["skipped"])
+        seen["rows_skipped"] += len(skipped)
         json.dumps(prepared)  # it must fit in XCom
 
     check()

@@ -1,12 +1,17 @@
 """Scheduled batch notifications: recipients in, one tracked SMS per valid recipient out.
 
-The pieces, in the order a batch runs through them:
+Rows live in object storage (``twilio_messaging.storage``); XCom carries references and counts. The pieces,
+in the order a batch runs through them:
 
 - ``templating``: the message body template (``{field}`` placeholders, values are data, never Jinja);
-- ``recipients``: loading rows from CSV/JSON or a list, number normalisation, opt-out lists;
-- ``prepare``: per-row validation, dedupe, opt-out and chunking, before anything is sent;
+- ``recipients``: streaming rows from CSV/JSON lines/JSON or a list, number normalisation, opt-out lists;
+- ``prepare``: per-row validation, dedupe, opt-out and chunk sizing, before anything is sent;
+- ``ledger``: what earlier runs under the same dedupe key sent (no duplicate across runs);
+- ``throughput``: segments and the sender's drain time (refusal before sending, ``pace``);
+- ``layout`` and ``records``: where a run's files live and what they hold;
 - ``throttle``: the bounded, 429-aware concurrency shared by sending and tracking;
 - ``send``: sending one chunk concurrently through the duplicate-safe ``AsyncTwilioClient``;
 - ``track``: one poke = one concurrent status fetch of a chunk's unfinished messages;
-- ``report``: the summary (counts, failures with meanings, skipped rows) and the per-recipient report.
+- ``report``: the streamed summary (counts, failures by code with meanings) and the per-recipient report;
+- ``tasks``: the DAG's callables over params, settings and the run's folder.
 """

@@ -1,26 +1,33 @@
-"""Turning recipient rows into sendable chunks, before anything is sent.
+"""Turning recipient rows into sendable rows, one at a time, before anything is sent.
 
-Every row ends up either in a chunk (exactly once per normalised number) or in ``skipped`` with an outcome
-and a reason: ``invalid`` (bad number, template field missing, body too long, ...), ``opted_out`` or
-``duplicate``. A bad row never fails the batch; a bad template or sender does, before any SMS goes out.
+Every row ends up either sendable (exactly once per normalised number) or skipped with an outcome and a
+reason: ``invalid`` (bad number, template field missing, body too long, ...), ``opted_out``, ``duplicate``
+or ``already_sent`` (an earlier run under the same dedupe key sent it). A bad row never fails the batch; a
+bad template or sender does, before any SMS goes out.
 
-Chunks are compact for XCom: ``{"chunk": i, "rows": [[row_number, to, body], ...]}``.
+``RowFilter`` keeps only what deduplication needs (one entry per number), so a caller can stream any number
+of rows through it; ``prepare_batch`` is the in-memory form for small lists and tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard, cast
 
+from twilio_messaging.batch.ledger import SentBefore
 from twilio_messaging.batch.recipients import TO_FIELD, bare_number, normalise_number
+from twilio_messaging.batch.records import ManifestRow, SkippedRow
 from twilio_messaging.batch.templating import BodyTemplate, MissingField
 from twilio_messaging.validation import InvalidInput, MessageRequest, validate_message
 
 INVALID = "invalid"
 OPTED_OUT = "opted_out"
 DUPLICATE = "duplicate"
-SKIP_OUTCOMES = (INVALID, OPTED_OUT, DUPLICATE)
+ALREADY_SENT = "already_sent"
+SKIP_OUTCOMES = (INVALID, OPTED_OUT, DUPLICATE, ALREADY_SENT)
+MAX_CHUNK_SIZE = 5000  # the chunk_size param's maximum: one task's rows stay small in memory and storage
 
 # Any well-formed number: validates the sender part of a request on its own.
 _PROBE_TO = "+15005550006"
@@ -35,10 +42,21 @@ class Sender:
     status_callback: str | None = None
 
     def request(self, to: str, body: str) -> MessageRequest:
+        """A validated request (prepare checks every row with it)."""
         return validate_message(
             to=to,
             from_=self.from_,
             body=body,
+            status_callback=self.status_callback,
+            messaging_service_sid=self.messaging_service_sid,
+        )
+
+    def prepared_request(self, row: ManifestRow) -> MessageRequest:
+        """The request for a manifest row, which prepare has validated already (so it is not again)."""
+        return MessageRequest(
+            to=row["to"],
+            from_=self.from_,
+            body=row["body"],
             status_callback=self.status_callback,
             messaging_service_sid=self.messaging_service_sid,
         )
@@ -49,17 +67,77 @@ class Sender:
 
 
 @dataclass
-class PreparedBatch:
-    chunks: list[dict[str, Any]]
-    skipped: list[dict[str, Any]]
-    total_rows: int
-    to_send: int = field(default=0)
+class RowFilter:
+    """Classifies rows one by one; remembers one entry per number sent (for duplicates), nothing else."""
 
-    def counts(self) -> dict[str, int]:
-        out = {"rows": self.total_rows, "to_send": self.to_send, "chunks": len(self.chunks)}
-        for outcome in SKIP_OUTCOMES:
-            out[outcome] = sum(1 for row in self.skipped if row["outcome"] == outcome)
+    template: BodyTemplate
+    sender: Sender
+    opt_out: frozenset[str] | set[str] = frozenset()
+    sent_before: Mapping[str, SentBefore] = field(default_factory=dict)
+    first_row_of: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sender.check()
+
+    def check(self, number: int, row: Mapping[str, Any]) -> ManifestRow | SkippedRow:
+        raw_to = row.get(TO_FIELD)
+        shown_to = "" if raw_to is None else str(raw_to)
+        to = normalise_number(raw_to)
+        try:
+            if not to:
+                raise InvalidInput(TO_FIELD, "is required; the row has no value in the 'to' column")
+            request = self.sender.request(to, self.template.render(row))
+        except (MissingField, InvalidInput) as exc:
+            return {"row": number, "to": shown_to, "outcome": INVALID, "reason": str(exc)}
+        if to in self.opt_out or bare_number(to) in self.opt_out:
+            return {"row": number, "to": to, "outcome": OPTED_OUT, "reason": "number is on the opt-out list"}
+        if to in self.first_row_of:
+            first = self.first_row_of[to]
+            return {
+                "row": number,
+                "to": to,
+                "outcome": DUPLICATE,
+                "reason": f"same number as row {first}, which is sent instead",
+            }
+        self.first_row_of[to] = number
+        before = self.sent_before.get(to)
+        if before is not None and before.sid:
+            return {
+                "row": number,
+                "to": to,
+                "outcome": ALREADY_SENT,
+                "reason": f"already sent by run {before.run_id} under the same dedupe key",
+                "sid": before.sid,
+                "status": before.status,
+            }
+        out: ManifestRow = {"row": number, "to": request.to, "body": request.body or ""}
+        if before is not None and before.since:
+            out["since"] = before.since  # that run died mid-chunk: maybe sent; looked up before sending
         return out
+
+
+def is_skipped(item: ManifestRow | SkippedRow) -> TypeGuard[SkippedRow]:
+    return "outcome" in item
+
+
+def chunk_size_for(to_send: int, wanted: int, max_map_length: int) -> int:
+    """The chunk size: ``wanted``, grown so that the chunks fit in ``[core] max_map_length`` mapped tasks.
+
+    Raises ``InvalidInput`` (naming the setting and the numbers) when even ``MAX_CHUNK_SIZE`` cannot fit.
+    """
+    if wanted < 1:
+        raise InvalidInput("chunk_size", "must be at least 1")
+    needed = math.ceil(to_send / max_map_length) if to_send else 1
+    if needed > MAX_CHUNK_SIZE:
+        raise InvalidInput(
+            "chunk_size",
+            f"{to_send:,} messages need {math.ceil(to_send / MAX_CHUNK_SIZE):,} chunks even at the largest "
+            f"chunk size of {MAX_CHUNK_SIZE:,}, but Airflow maps at most {max_map_length:,} tasks "
+            f"([core] max_map_length, env AIRFLOW__CORE__MAX_MAP_LENGTH): raise that setting to at least "
+            f"{math.ceil(to_send / MAX_CHUNK_SIZE):,} or split the list into runs of at most "
+            f"{max_map_length * MAX_CHUNK_SIZE:,} recipients",
+        )
+    return max(wanted, needed)
 
 
 def chunked(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
@@ -69,52 +147,42 @@ def chunked(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
         yield list(items[start : start + size])
 
 
+@dataclass
+class PreparedBatch:
+    chunks: list[dict[str, Any]]
+    skipped: list[SkippedRow]
+    total_rows: int
+    to_send: int = 0
+
+    def counts(self) -> dict[str, int]:
+        out = {"rows": self.total_rows, "to_send": self.to_send, "chunks": len(self.chunks)}
+        for outcome in SKIP_OUTCOMES:
+            out[outcome] = sum(1 for row in self.skipped if row["outcome"] == outcome)
+        return out
+
+
 def prepare_batch(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Iterable[Mapping[str, Any]],
     template: str | BodyTemplate,
     sender: Sender,
     opt_out: set[str] | frozenset[str] = frozenset(),
     chunk_size: int = 500,
+    sent_before: Mapping[str, SentBefore] | None = None,
 ) -> PreparedBatch:
-    """Validate, render, dedupe and chunk ``rows``; row numbers are 1-based positions in the source."""
+    """Validate, render, dedupe and chunk ``rows`` in memory; row numbers are 1-based source positions."""
     body_template = template if isinstance(template, BodyTemplate) else BodyTemplate.parse(template)
-    sender.check()
     if chunk_size < 1:
         raise InvalidInput("chunk_size", "must be at least 1")
-    sendable: list[list[Any]] = []
-    skipped: list[dict[str, Any]] = []
-    first_row_of: dict[str, int] = {}
+    check = RowFilter(body_template, sender, opt_out, sent_before or {})
+    sendable: list[ManifestRow] = []
+    skipped: list[SkippedRow] = []
+    total = 0
     for number, row in enumerate(rows, start=1):
-        raw_to = row.get(TO_FIELD)
-        shown_to = "" if raw_to is None else str(raw_to)
-        to = normalise_number(raw_to)
-        try:
-            if not to:
-                raise InvalidInput(TO_FIELD, "is required; the row has no value in the 'to' column")
-            body = body_template.render(row)
-            request = sender.request(to, body)
-        except MissingField as exc:
-            skipped.append({"row": number, "to": shown_to, "outcome": INVALID, "reason": str(exc)})
-            continue
-        except InvalidInput as exc:
-            skipped.append({"row": number, "to": shown_to, "outcome": INVALID, "reason": str(exc)})
-            continue
-        if to in opt_out or bare_number(to) in opt_out:
-            skipped.append(
-                {"row": number, "to": to, "outcome": OPTED_OUT, "reason": "number is on the opt-out list"}
-            )
-            continue
-        if to in first_row_of:
-            skipped.append(
-                {
-                    "row": number,
-                    "to": to,
-                    "outcome": DUPLICATE,
-                    "reason": f"same number as row {first_row_of[to]}, which is sent instead",
-                }
-            )
-            continue
-        first_row_of[to] = number
-        sendable.append([number, request.to, request.body])
-    chunks = [{"chunk": index, "rows": rows_} for index, rows_ in enumerate(chunked(sendable, chunk_size))]
-    return PreparedBatch(chunks=chunks, skipped=skipped, total_rows=len(rows), to_send=len(sendable))
+        total = number
+        item = check.check(number, row)
+        if is_skipped(item):
+            skipped.append(item)
+        else:
+            sendable.append(cast(ManifestRow, item))
+    chunks = [{"chunk": index, "rows": part} for index, part in enumerate(chunked(sendable, chunk_size))]
+    return PreparedBatch(chunks=chunks, skipped=skipped, total_rows=total, to_send=len(sendable))

@@ -11,7 +11,7 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +73,8 @@ def resolve_path(
         found = candidate
     else:
         bases = list(base_dirs)
-        found = next((base / candidate for base in bases if (base / candidate).exists()), None)
-        if found is None:
-            found = (bases[0] / candidate) if bases else candidate
+        existing = next((base / candidate for base in bases if (base / candidate).exists()), None)
+        found = existing or ((bases[0] / candidate) if bases else candidate)
     if allowed_dirs is not None:
         allowed = list(allowed_dirs)
         real = found.resolve()
@@ -105,7 +104,13 @@ def rows_from_list(items: Any, field: str = "recipients") -> list[dict[str, Any]
 
 
 def load_rows(path: str | Path, field: str = "recipients_path") -> list[dict[str, Any]]:
-    """Rows from a ``.csv`` (header line, UTF-8) or ``.json`` file."""
+    """Rows from a ``.csv``, ``.json`` or ``.jsonl`` file, as a list (``iter_rows`` streams them)."""
+    return list(iter_rows(path, field))
+
+
+def iter_rows(path: str | Path, field: str = "recipients_path") -> Iterator[dict[str, Any]]:
+    """Rows one at a time from a ``.csv`` (header line, UTF-8) or ``.jsonl`` file (one object per line);
+    a ``.json`` file (a list of objects) is parsed whole. Errors name ``field`` and the rule."""
     source = Path(path)
     if not source.is_file():
         raise RecipientsError(field, f"no such file: {source}")
@@ -115,9 +120,13 @@ def load_rows(path: str | Path, field: str = "recipients_path") -> list[dict[str
             data = json.loads(source.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RecipientsError(field, f"{source} is not valid UTF-8 JSON ({exc})") from None
-        return rows_from_list(data, field)
+        yield from rows_from_list(data, field)
+        return
+    if suffix in (".jsonl", ".ndjson"):
+        yield from _jsonl_rows(source, field)
+        return
     if suffix != ".csv":
-        raise RecipientsError(field, f"{source} must end in .csv or .json")
+        raise RecipientsError(field, f"{source} must end in .csv, .json or .jsonl")
     try:
         with source.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -126,7 +135,25 @@ def load_rows(path: str | Path, field: str = "recipients_path") -> list[dict[str
                 raise RecipientsError(field, f"{source} has no '{TO_FIELD}' column (header: {header})")
             reader.fieldnames = header
             # Extra cells beyond the header land under the key None: they carry no field name, drop them.
-            return [{k: v for k, v in row.items() if k is not None} for row in reader]
+            for row in reader:
+                yield {k: v for k, v in row.items() if k is not None}
+    except UnicodeDecodeError as exc:
+        raise RecipientsError(field, f"{source} is not UTF-8 ({exc})") from None
+
+
+def _jsonl_rows(source: Path, field: str) -> Iterator[dict[str, Any]]:
+    try:
+        with source.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise RecipientsError(
+                        field, f"{source} line {number} is not valid JSON ({exc})"
+                    ) from None
+                yield _flat_row(item, field)
     except UnicodeDecodeError as exc:
         raise RecipientsError(field, f"{source} is not UTF-8 ({exc})") from None
 

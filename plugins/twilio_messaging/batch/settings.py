@@ -10,7 +10,7 @@
 | ``TWILIO_BATCH_STATUS_TIMEOUT`` | ``TWILIO_STATUS_TIMEOUT`` or 3600 s | then in flight = unconfirmed |
 | ``TWILIO_BATCH_SEND_TIMEOUT`` | 900 s | a chunk task stops retrying unsent rows; the task retry resumes |
 | ``TWILIO_BATCH_FROM`` | ``+15005550006`` | default sender of the ``from`` param |
-| ``TWILIO_BATCH_REPORT_DIR`` | ``$AIRFLOW_HOME/reports/twilio_batch`` | where per-recipient reports go |
+| ``TWILIO_STORAGE`` | ``file://$AIRFLOW_HOME/twilio_messaging`` | run folders (``storage.py``) |
 """
 
 from __future__ import annotations
@@ -19,22 +19,7 @@ import os
 from dataclasses import dataclass
 
 from twilio_messaging.connection import API_POOL
-
-
-def _number(names: tuple[str, ...], default: float) -> float:
-    for name in names:
-        raw = os.environ.get(name, "").strip()
-        if raw:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValueError(
-                    f"environment variable {name} must be a number of seconds, got {raw!r}"
-                ) from None
-            if value <= 0:
-                raise ValueError(f"environment variable {name} must be positive, got {raw!r}")
-            return value
-    return default
+from twilio_messaging.envvars import positive_int, seconds
 
 
 @dataclass(frozen=True)
@@ -51,14 +36,14 @@ class BatchSettings:
     @classmethod
     def from_env(cls) -> BatchSettings:
         schedule = os.environ.get("TWILIO_BATCH_SCHEDULE", "@daily").strip()
-        poke = _number(("TWILIO_BATCH_POKE_INTERVAL", "TWILIO_POKE_INTERVAL"), 60.0)
+        poke = seconds(("TWILIO_BATCH_POKE_INTERVAL", "TWILIO_POKE_INTERVAL"), 60.0)
         return cls(
             schedule=None if schedule.lower() in ("", "none", "null") else schedule,
             pool=os.environ.get("TWILIO_BATCH_POOL", API_POOL).strip() or API_POOL,
-            concurrency=int(_number(("TWILIO_BATCH_CONCURRENCY",), 10)),
+            concurrency=positive_int("TWILIO_BATCH_CONCURRENCY", 10),
             poke_interval=poke,
-            first_fetch_after=_number(("TWILIO_BATCH_FIRST_FETCH_AFTER",), poke),
-            status_timeout=_number(("TWILIO_BATCH_STATUS_TIMEOUT", "TWILIO_STATUS_TIMEOUT"), 3600.0),
-            send_timeout=_number(("TWILIO_BATCH_SEND_TIMEOUT",), 900.0),
+            first_fetch_after=seconds(("TWILIO_BATCH_FIRST_FETCH_AFTER",), poke),
+            status_timeout=seconds(("TWILIO_BATCH_STATUS_TIMEOUT", "TWILIO_STATUS_TIMEOUT"), 3600.0),
+            send_timeout=seconds(("TWILIO_BATCH_SEND_TIMEOUT",), 900.0),
             default_from=os.environ.get("TWILIO_BATCH_FROM", "+15005550006"),
         )

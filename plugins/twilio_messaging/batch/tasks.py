@@ -1,44 +1,102 @@
-"""The callables of the ``twilio_batch_notifications`` DAG: thin Airflow glue around the batch modules.
+"""The callables of the ``twilio_batch_notifications`` DAG: plain functions over params, settings and the
+run's storage folder (``layout.RunLayout``), so tests call them without a scheduler.
 
-Each function takes plain values (params, XCom values, settings) so tests can call it without a scheduler;
-only ``VariableStore`` and the exceptions touch Airflow.
+Rows live in storage; what goes through XCom is small: chunk references from prepare, counts from
+send_chunk and track_chunk, the summary (with the report's path).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import json
 import logging
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
-from twilio_messaging.batch import report
-from twilio_messaging.batch.prepare import Sender, prepare_batch
+from twilio_messaging.batch import ledger, report
+from twilio_messaging.batch.layout import RunLayout, chunk_name
+from twilio_messaging.batch.prepare import (
+    ALREADY_SENT,
+    SKIP_OUTCOMES,
+    RowFilter,
+    Sender,
+    chunk_size_for,
+    is_skipped,
+)
 from twilio_messaging.batch.recipients import (
     allowed_data_dirs,
+    iter_rows,
     load_opt_out,
-    load_rows,
     resolve_path,
     rows_from_list,
 )
-from twilio_messaging.batch.send import ACCOUNT_WIDE_STATUSES, send_rows
+from twilio_messaging.batch.records import (
+    ChunkRef,
+    ChunkResults,
+    ManifestRow,
+    MessageRecord,
+    SendCounts,
+    SkippedRow,
+    TrackCounts,
+)
+from twilio_messaging.batch.send import Pace, send_rows
 from twilio_messaging.batch.settings import BatchSettings
+from twilio_messaging.batch.templating import BodyTemplate
 from twilio_messaging.batch.throttle import throttled_client
-from twilio_messaging.batch.track import Known, MemoryStore, TrackStore, apply_known, poll_chunk
+from twilio_messaging.batch.throughput import DrainEstimate
+from twilio_messaging.batch.track import StorageStore, apply_known, poll_chunk
 from twilio_messaging.connection import DEFAULT_CONN_ID, TwilioConnection
-from twilio_messaging.errors import TwilioAPIError, TwilioConfigError
+from twilio_messaging.errors import ACCOUNT_WIDE_ON_CREATE, TwilioAPIError, TwilioConfigError
+from twilio_messaging.storage import (
+    STORAGE_ENV,
+    is_local,
+    open_atomic,
+    read_json,
+    storage_base,
+    write_json_atomic,
+)
 from twilio_messaging.validation import InvalidInput
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY = 1.0  # seconds between checkpoints of a sending chunk's results
+SKIPPED_EXAMPLES = 10  # skipped rows named in prepare's XCom and log; skipped.jsonl has them all
+
+
+class PrepareOutput(TypedDict):
+    chunks: list[ChunkRef]
+    counts: dict[str, int]
+    skipped: list[SkippedRow]
+    prepared_at: str
+    dedupe_key: str
 
 
 def is_final_error(exc: BaseException) -> bool:
     """Errors a task retry cannot fix: bad input or connection, credentials or account refused."""
     if isinstance(exc, InvalidInput | TwilioConfigError):
         return True
-    return isinstance(exc, TwilioAPIError) and exc.status_code in ACCOUNT_WIDE_STATUSES
+    return isinstance(exc, TwilioAPIError) and exc.status_code in ACCOUNT_WIDE_ON_CREATE
+
+
+@contextmanager
+def final_errors() -> Iterator[None]:
+    """Fail at once, without retries, on errors a retry cannot fix (bad input, credentials, account)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except Exception as exc:
+        if is_final_error(exc):
+            raise AirflowFailException(str(exc)) from None
+        raise
 
 
 def sender_from_params(params: Mapping[str, Any], settings: BatchSettings) -> Sender:
@@ -60,224 +118,469 @@ def concurrency_from_params(params: Mapping[str, Any], settings: BatchSettings) 
     return min(wanted, settings.concurrency)
 
 
-def prepare(params: Mapping[str, Any], settings: BatchSettings, base_dirs: Sequence[Path]) -> dict[str, Any]:
-    """Load, validate, dedupe, apply opt-outs and chunk. Raises ``InvalidInput`` for batch-wide problems."""
-    allowed = allowed_data_dirs(base_dirs[0])
+def dedupe_key(
+    params: Mapping[str, Any],
+    logical_date: datetime | None,
+    data_interval_end: datetime | None,
+    run_after: datetime | None,
+) -> str:
+    """The ``dedupe_key`` param, else the UTC day the run is for: its data interval's end (the day a
+    scheduled run fires), else its logical date, else when it was triggered. A scheduled and a manual run
+    on the same day share it."""
+    given = params.get("dedupe_key")
+    if given is not None and str(given).strip():
+        return str(given).strip()
+    day = data_interval_end or logical_date or run_after or datetime.now(UTC)
+    return day.astimezone(UTC).date().isoformat()
+
+
+def max_map_length() -> int:
+    """``[core] max_map_length``: how many mapped task instances Airflow creates for one task."""
+    from airflow.sdk.configuration import conf
+
+    return int(conf.getint("core", "max_map_length"))
+
+
+def _rows(params: Mapping[str, Any], base_dirs: Sequence[Path]) -> tuple[Iterable[Mapping[str, Any]], str]:
     if params.get("recipients"):
-        rows = rows_from_list(params["recipients"], "recipients")
-        source = "conf 'recipients'"
-    elif params.get("recipients_path"):
-        path = resolve_path(params["recipients_path"], base_dirs, allowed)
-        rows = load_rows(path)
-        source = str(path)
-    else:
-        raise InvalidInput("recipients_path", "give a recipients file path or a 'recipients' list")
+        return rows_from_list(params["recipients"], "recipients"), "conf 'recipients'"
+    if params.get("recipients_path"):
+        path = resolve_path(params["recipients_path"], base_dirs, allowed_data_dirs(base_dirs[0]))
+        return iter_rows(path), str(path)
+    raise InvalidInput("recipients_path", "give a recipients file path or a 'recipients' list")
+
+
+def _jsonl(item: Mapping[str, Any]) -> str:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def prepare(
+    params: Mapping[str, Any],
+    settings: BatchSettings,
+    base_dirs: Sequence[Path],
+    layout: RunLayout,
+    key: str,
+    map_limit: int | None = None,
+    base: Any = None,
+) -> PrepareOutput:
+    """Stream the recipients: validate, dedupe (within the run and against earlier runs under ``key``),
+    opt-out, render, write one manifest per chunk and the skipped rows to storage.
+
+    Memory holds one entry per number (for duplicates) and the earlier runs' sent numbers, not the rows.
+    Raises ``InvalidInput`` for batch-wide problems, before anything is sent.
+    """
+    started = time.monotonic()
+    rows, source = _rows(params, base_dirs)
     opt_out_path = params.get("opt_out_path")
+    allowed = allowed_data_dirs(base_dirs[0])
     opt_out = load_opt_out(
         resolve_path(opt_out_path, base_dirs, allowed, "opt_out_path") if opt_out_path else None,
         params.get("opt_out") or (),
     )
-    chunk_size = params.get("chunk_size") or 500
-    prepared = prepare_batch(
-        rows,
-        params.get("body_template") or "",
-        sender_from_params(params, settings),
-        opt_out,
-        int(chunk_size),
+    template = BodyTemplate.parse(params.get("body_template") or "")
+    sender = sender_from_params(params, settings)
+    sender.check()
+    sent_before = (
+        {} if params.get("allow_resend") else ledger.sent_before(layout.dag_id, key, layout.run_id, base)
     )
-    counts = prepared.counts()
-    log.info("Recipients from %s: %s", source, counts)
-    for row in prepared.skipped[: report.SUMMARY_LIST_LIMIT]:
-        log.info("Row %s (%s) skipped as %s: %s", row["row"], row["to"], row["outcome"], row["reason"])
+    check = RowFilter(template, sender, opt_out, sent_before)
+    mps = params.get("sender_mps")
+    pace = bool(params.get("pace")) and bool(mps)
+    estimate = DrainEstimate(float(mps)) if mps else None
+    counts: Counter[str] = Counter()
+    examples: list[SkippedRow] = []
+    total = to_send = 0
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+        with open_atomic(layout.skipped) as skipped_out:
+            for number, row in enumerate(rows, start=1):
+                total = number
+                item = check.check(number, row)
+                if is_skipped(item):
+                    counts[item["outcome"]] += 1
+                    skipped_out.write(_jsonl(item))
+                    if len(examples) < SKIPPED_EXAMPLES:
+                        examples.append(item)
+                    continue
+                sendable = cast(ManifestRow, item)
+                to_send += 1
+                if estimate is not None:
+                    offset = estimate.add(sendable["body"])
+                    if pace:
+                        sendable["offset"] = offset
+                spool.write(_jsonl(sendable))
+            if estimate is not None and not pace and (refusal := estimate.refusal()) is not None:
+                raise refusal
+        del check, sent_before  # the dedupe memory is not needed for cutting the chunks
+        wanted = int(params.get("chunk_size") or 500)
+        limit = map_limit or max_map_length()
+        size = chunk_size_for(to_send, wanted, limit)
+        if size != wanted:
+            log.warning(
+                "chunk_size %d would make %d chunks, over [core] max_map_length = %d: using chunks of %d",
+                wanted,
+                -(-to_send // wanted),
+                limit,
+                size,
+            )
+        spool.seek(0)
+        refs = _write_manifests(spool, layout, size)
+    prepared_at = datetime.now(UTC).isoformat()
+    summary_counts = {"rows": total, "to_send": to_send, "chunks": len(refs), "chunk_size": size}
+    summary_counts.update({outcome: counts[outcome] for outcome in SKIP_OUTCOMES})
+    write_json_atomic(
+        layout.batch,
+        {
+            "prepared_at": prepared_at,
+            "dedupe_key": key,
+            "allow_resend": bool(params.get("allow_resend")),
+            "counts": summary_counts,
+            "chunks": len(refs),
+            "chunk_size": size,
+            "sender_mps": mps,
+            "pace": pace,
+            "segments": estimate.segments if estimate else None,
+        },
+    )
+    ledger.register(layout.dag_id, key, layout.run_id, len(refs), prepared_at, base)
+    log.info(
+        "Recipients from %s: %s; dedupe key %r (%d already sent); %.1f s; manifests in %s",
+        source,
+        summary_counts,
+        key,
+        counts[ALREADY_SENT],
+        time.monotonic() - started,
+        layout.folder,
+    )
+    if estimate is not None:
+        log.info(
+            "Sender at %g segments/s: %d segments need %.0f s%s",
+            estimate.mps,
+            estimate.segments,
+            estimate.seconds,
+            " (paced)" if pace else "",
+        )
+    for skipped in examples:
+        log.info(
+            "Row %s (%s) skipped as %s: %s",
+            skipped["row"],
+            skipped["to"],
+            skipped["outcome"],
+            skipped["reason"],
+        )
     return {
-        "chunks": prepared.chunks,
-        "skipped": prepared.skipped,
-        "counts": counts,
-        "prepared_at": datetime.now(UTC).isoformat(),
+        "chunks": refs,
+        "counts": summary_counts,
+        "skipped": examples,
+        "prepared_at": prepared_at,
+        "dedupe_key": key,
     }
 
 
+def _write_manifests(spool: Iterable[str], layout: RunLayout, size: int) -> list[ChunkRef]:
+    refs: list[ChunkRef] = []
+    lines = iter(spool)
+    while True:
+        chunk = len(refs)
+        count = 0
+        first = next(lines, None)
+        if first is None:
+            return refs
+        with open_atomic(layout.manifest(chunk)) as out:
+            out.write(first)
+            count = 1
+            for line in lines:
+                out.write(line)
+                count += 1
+                if count == size:
+                    break
+        refs.append({"chunk": chunk, "rows": count, "path": f"manifests/{chunk_name(chunk, 'jsonl')}"})
+
+
+def prepared_at(layout: RunLayout) -> str | None:
+    """When prepare finished (``batch.json``): the anchor of ``pace`` and of look-ups."""
+    batch = read_json(layout.batch)
+    return batch.get("prepared_at") if isinstance(batch, dict) else None
+
+
+class StorageMismatch(RuntimeError):
+    """A file an upstream task wrote is not where this task looks: the workers do not share storage."""
+
+
+def _missing(path: Any, writer: str) -> StorageMismatch:
+    return StorageMismatch(
+        f"{path} is missing, though {writer} wrote it: every worker must see the same storage "
+        f"(${STORAGE_ENV}, now {storage_base()}); see the README's Storage section"
+    )
+
+
+def read_manifest(layout: RunLayout, ref: ChunkRef) -> list[ManifestRow]:
+    """The chunk's rows; a missing or short manifest is an error, never an empty chunk."""
+    path = layout.folder / ref["path"]
+    if not path.exists():
+        raise _missing(path, "prepare")
+    rows: list[ManifestRow] = list(ledger.iter_jsonl(path))  # type: ignore[arg-type]
+    if len(rows) != ref["rows"]:
+        raise StorageMismatch(f"{path} holds {len(rows)} rows, prepare wrote {ref['rows']}")
+    return rows
+
+
+def _load_results(layout: RunLayout, chunk: int) -> ChunkResults | None:
+    value = read_json(layout.results(chunk))
+    return value if isinstance(value, dict) else None  # type: ignore[return-value]
+
+
 def send_chunk(
-    chunk: Mapping[str, Any],
+    ref: ChunkRef,
     params: Mapping[str, Any],
     settings: BatchSettings,
+    layout: RunLayout,
     *,
     prepared_at: str | None = None,
-    try_number: int = 1,
     connection: TwilioConnection | None = None,
-) -> dict[str, Any]:
-    """Send one chunk; on a retry (``try_number`` > 1) every row is looked up before it is sent."""
+) -> SendCounts:
+    """Send one chunk from its manifest; results are checkpointed to storage while it sends.
+
+    A row an earlier try recorded is not sent again; the others are looked up before sending when an
+    earlier try may have sent them (its results exist, so it had started).
+    """
     connection = connection or TwilioConnection.from_airflow(DEFAULT_CONN_ID)
     sender = sender_from_params(params, settings)
     concurrency = concurrency_from_params(params, settings)
-    since = datetime.fromisoformat(prepared_at) if (try_number > 1 and prepared_at) else None
-    rows = chunk["rows"]
+    chunk = ref["chunk"]
+    rows = read_manifest(layout, ref)
+    prior = _load_results(layout, chunk)
+    by_row = {row["row"]: row["to"] for row in rows}
+    results: dict[int, MessageRecord] = {}
+    if prior is not None:
+        # Keep what an earlier try learned, for the rows this manifest still has.
+        results = {r["row"]: r for r in prior["records"] if by_row.get(r["row"]) == r["to"]}
+    reused = len(results)
+    started_at = prior["started_at"] if prior else datetime.now(UTC).isoformat()
+    since = datetime.fromisoformat(started_at) if prior else None
+    path = layout.results(chunk)
 
-    async def run() -> tuple[list[dict[str, Any]], Any]:
+    def save(records: list[MessageRecord], complete: bool, sent_at: str | None = None) -> None:
+        state: ChunkResults = {
+            "chunk": chunk,
+            "started_at": started_at,
+            "sent_at": sent_at,
+            "complete": complete,
+            "records": sorted(records, key=lambda record: record["row"]),
+        }
+        write_json_atomic(path, state)
+
+    save(list(results.values()), complete=len(results) == len(rows))  # "started": written before any send
+    mps = params.get("sender_mps")
+    pace = (
+        Pace(anchor=datetime.fromisoformat(prepared_at).timestamp(), mps=float(mps))
+        if params.get("pace") and mps and prepared_at
+        else None
+    )
+
+    async def run() -> tuple[list[MessageRecord], Any]:
         client, transport = throttled_client(
             connection, concurrency, account_sid=params.get("accountSid") or None
         )
-        async with client:
-            records = await send_rows(
-                client,
-                rows,
-                sender,
-                concurrency=concurrency,
-                sent_since=since,
-                give_up_after=settings.send_timeout,
-            )
+
+        stop = asyncio.Event()
+
+        async def checkpoints() -> None:
+            # Stopped by an event, not cancelled: a write in progress finishes before the final one.
+            saved = len(results)
+            while not stop.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=CHECKPOINT_EVERY)
+                if len(results) != saved and not stop.is_set():
+                    saved = len(results)
+                    await asyncio.to_thread(save, list(results.values()), False)
+
+        keeper = asyncio.create_task(checkpoints())
+        try:
+            async with client:
+                records = await send_rows(
+                    client,
+                    rows,
+                    sender,
+                    concurrency=concurrency,
+                    sent_since=since,
+                    give_up_after=settings.send_timeout,
+                    results=results,
+                    pace=pace,
+                )
+        finally:
+            stop.set()
+            await asyncio.gather(keeper, return_exceptions=True)
         return records, transport
 
     started = time.monotonic()
-    records, transport = asyncio.run(run())
+    try:
+        records, transport = asyncio.run(run())
+    except BaseException:
+        save(list(results.values()), complete=False)
+        raise
+    sent_at = datetime.now(UTC).isoformat()
+    save(records, complete=True, sent_at=sent_at)
     elapsed = time.monotonic() - started
     rejected = sum(1 for record in records if record["outcome"] == report.REJECTED)
     log.info(
-        "Chunk %s: %d messages in %.2f s (%.0f/s), %d rejected by Twilio; requests %s; throttled %d times "
-        "(concurrency went down to %d of %d)",
-        chunk["chunk"],
+        "Chunk %s: %d messages in %.2f s (%.0f/s): %d accepted by Twilio (delivery is tracked next), "
+        "%d rejected, %d already created by an earlier try; requests %s; throttled %d times (concurrency "
+        "went down to %d of %d); results in %s",
+        chunk,
         len(records),
         elapsed,
-        len(records) / elapsed if elapsed else 0.0,
+        (len(records) - reused) / elapsed if elapsed else 0.0,
+        len(records) - rejected,
         rejected,
+        reused,
         dict(transport.calls),
         transport.limiter.stats.throttled,
         transport.limiter.stats.lowest_limit,
         concurrency,
+        path,
     )
     return {
-        "chunk": chunk["chunk"],
-        "sent_at": datetime.now(UTC).isoformat(),
+        "chunk": chunk,
+        "sent_at": sent_at,
+        "messages": len(records),
+        "accepted": len(records) - rejected,
+        "rejected": rejected,
+        "reused": reused,
         "seconds": round(elapsed, 3),
         "throttled": transport.limiter.stats.throttled,
-        "records": records,
     }
 
 
-class VariableStore:
-    """A chunk's final statuses kept in an Airflow Variable between reschedule pokes.
+def _track_counts(chunk: int, records: Iterable[MessageRecord]) -> TrackCounts:
+    outcomes = Counter(record["outcome"] for record in records)
+    return {
+        "chunk": chunk,
+        "delivered": outcomes[report.DELIVERED],
+        "failed": outcomes[report.FAILED],
+        "unconfirmed": outcomes[report.UNCONFIRMED],
+        "rejected": outcomes[report.REJECTED],
+    }
 
-    The sensor's own XComs are cleared each time it starts again (apache/airflow#39532); a Variable survives
-    and is readable from any worker. It is deleted when the chunk is done (and by the summary, if tracking
-    failed). Only final statuses are stored, so it changes at most a few times per chunk.
-    """
 
-    PREFIX = "twilio_batch_track"
-
-    def __init__(self, dag_id: str, run_id: str, chunk: int) -> None:
-        self.key = f"{self.PREFIX}:{dag_id}:{run_id}:{chunk}"
-
-    def load(self) -> Known:
-        from airflow.sdk import Variable
-
-        value = Variable.get(self.key, default=None, deserialize_json=True)
-        return dict(value) if isinstance(value, dict) else {}
-
-    def save(self, known: Known) -> None:
-        from airflow.sdk import Variable
-
-        Variable.set(
-            self.key, known, description="twilio_batch_notifications tracking state", serialize_json=True
-        )
-
-    def clear(self) -> None:
-        from airflow.sdk import Variable
-
-        try:
-            Variable.delete(self.key)
-        except Exception as exc:  # absent already; nothing to clean
-            log.debug("Variable %s not deleted: %s", self.key, exc)
+def write_tracked(layout: RunLayout, chunk: int, records: Iterable[MessageRecord]) -> None:
+    with open_atomic(layout.tracked(chunk)) as out:
+        for record in records:
+            out.write(_jsonl(record))
 
 
 def track_poke(
-    sent: Mapping[str, Any],
+    sent: SendCounts,
     params: Mapping[str, Any],
     settings: BatchSettings,
-    store: TrackStore,
+    layout: RunLayout,
     *,
     now: datetime | None = None,
     connection: TwilioConnection | None = None,
-) -> tuple[bool, dict[str, Any] | None]:
-    """One poke of a chunk's tracking: ``(done, xcom_value)``.
+) -> tuple[bool, TrackCounts | None]:
+    """One poke of a chunk's tracking: ``(done, xcom_value)``. State lives in ``tracking/`` in storage.
 
     No fetch before ``first_fetch_after`` has passed since sending; after ``status_timeout`` the chunk is
     done and messages still in flight are unconfirmed.
     """
+    chunk = sent["chunk"]
     now = now or datetime.now(UTC)
     age = (now - datetime.fromisoformat(sent["sent_at"])).total_seconds()
-    records = sent["records"]
+    results = _load_results(layout, chunk)
+    if results is None:
+        raise _missing(layout.results(chunk), f"send_chunk of chunk {chunk}")
+    records = results["records"]
+    store = StorageStore(layout.tracking(chunk))
     if not any(record.get("sid") for record in records):
-        return True, {"chunk": sent["chunk"], "records": list(records), "fetched": 0}
+        final = [report.final_record(record) for record in records]
+        write_tracked(layout, chunk, final)
+        return True, _track_counts(chunk, final)
     if age < settings.first_fetch_after:
         log.info(
             "Chunk %s was sent %.0f s ago; first status fetch after %.0f s",
-            sent["chunk"],
+            chunk,
             age,
             settings.first_fetch_after,
         )
         return False, None
-    final = age >= settings.status_timeout
+    final_poke = age >= settings.status_timeout
     connection = connection or TwilioConnection.from_airflow(DEFAULT_CONN_ID)
     concurrency = concurrency_from_params(params, settings)
 
     async def run() -> Any:
         client, _ = throttled_client(connection, concurrency, account_sid=params.get("accountSid") or None)
         async with client:
-            return await poll_chunk(client, records, store, concurrency=concurrency, final=final)
+            return await poll_chunk(client, records, store, concurrency=concurrency, final=final_poke)
 
     result = asyncio.run(run())
     log.info(
         "Chunk %s: fetched %d statuses, %d still in flight%s",
-        sent["chunk"],
+        chunk,
         result.fetched,
         result.pending,
-        " (status timeout reached: reported as unconfirmed)" if final and result.pending else "",
+        " (status timeout reached: reported as unconfirmed)" if final_poke and result.pending else "",
     )
     if not result.done:
         return False, None
-    return True, {"chunk": sent["chunk"], "records": result.records}
+    write_tracked(layout, chunk, result.records)
+    store.clear()
+    return True, _track_counts(chunk, result.records)
 
 
-def collect_records(
-    chunks: Iterable[Mapping[str, Any]],
-    skipped: Iterable[Mapping[str, Any]],
-    sent: Iterable[Mapping[str, Any] | None],
-    tracked: Iterable[Mapping[str, Any] | None],
-    store_for: Callable[[int], TrackStore] = lambda chunk: MemoryStore(),
-) -> list[dict[str, Any]]:
-    """Every row's best-known record: tracked, else sent plus any stored statuses, else unknown."""
-    sent_by_chunk = {item["chunk"]: item for item in sent if item}
-    tracked_by_chunk = {item["chunk"]: item for item in tracked if item}
-    messages: list[dict[str, Any]] = []
-    for chunk in chunks:
-        index = chunk["chunk"]
-        if index in tracked_by_chunk:
-            messages.extend(tracked_by_chunk[index]["records"])
-        elif index in sent_by_chunk:
-            store = store_for(index)
-            messages.extend(apply_known(sent_by_chunk[index]["records"], store.load()))
-            store.clear()
-        else:
-            messages.extend(
-                report.unknown_record(row, to, f"the send task of chunk {index} failed; see its log")
-                for row, to, _ in chunk["rows"]
-            )
-    return report.build_records(messages, skipped)
+def chunk_records(layout: RunLayout, chunk: int) -> list[MessageRecord]:
+    """A chunk's best-known records, in row order: tracked, else sent plus any stored statuses (rows the
+    send did not record are unknown), else all unknown (the send task failed before it started)."""
+    tracked = layout.tracked(chunk)
+    if tracked.exists():
+        return list(ledger.iter_jsonl(tracked))  # type: ignore[arg-type]
+    results = _load_results(layout, chunk)
+    manifest = list(ledger.iter_jsonl(layout.manifest(chunk)))
+    reason = f"the send task of chunk {chunk} failed; see its log"
+    if results is None:
+        return [report.unknown_record(row["row"], row["to"], reason) for row in manifest]
+    store = StorageStore(layout.tracking(chunk))
+    known = apply_known(results["records"], store.load())
+    store.clear()  # what tracking left behind
+    out = {record["row"]: report.final_record(record) for record in known}
+    for row in manifest:
+        if row["row"] not in out:
+            out[row["row"]] = report.unknown_record(row["row"], row["to"], reason)
+    return [out[number] for number in sorted(out)]
 
 
-def summarise(
-    records: Sequence[Mapping[str, Any]], params: Mapping[str, Any], dag_id: str, run_id: str
-) -> dict[str, Any]:
-    """Write the per-recipient report and return the summary (the summary task's XCom)."""
+def summarise(layout: RunLayout, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Stream every chunk's records and the skipped rows, in row order, into the report and the counts;
+    write ``summary.json`` and return the summary (the summary task's XCom)."""
+    batch = read_json(layout.batch)
+    if not isinstance(batch, dict):
+        raise FileNotFoundError(f"{layout.batch} is missing: prepare did not finish for this run")
     fmt = params.get("report_format") or "csv"
-    path = report.write_report(
-        records, report.report_path(report.default_report_dir(), dag_id, run_id, fmt), fmt
+    messages = chain.from_iterable(chunk_records(layout, chunk) for chunk in range(int(batch["chunks"])))
+    skipped = (report.skipped_record(row) for row in ledger.iter_jsonl(layout.skipped))
+    builder = report.SummaryBuilder()
+    target = layout.report(fmt)
+    with open_atomic(target) as handle:
+        writer = report.ReportWriter(handle, fmt)
+        for record in heapq.merge(messages, skipped, key=lambda record: record["row"]):
+            writer.add(record)
+            builder.add(record)
+        writer.close()
+    shown_path = target.path if is_local(target) else str(target)
+    summary = builder.summary(shown_path, str(target))
+    summary.update(
+        {
+            "dedupe_key": batch["dedupe_key"],
+            "already_sent": summary["by_outcome"].get(ALREADY_SENT, 0),
+            "allow_resend": batch.get("allow_resend", False),
+            "chunks": batch["chunks"],
+            "chunk_size": batch["chunk_size"],
+            "storage": str(layout.folder),
+            "failure_threshold": params.get("failure_threshold"),
+        }
     )
-    summary = report.summarise(records, str(path))
-    summary["failure_threshold"] = params.get("failure_threshold")
+    write_json_atomic(layout.summary, summary)
     log.info(
         "Batch: %d rows, %d to send: %d delivered, %d failed, %d unconfirmed, %d unknown; skipped %s; "
-        "failure rate %.2f%%; report %s",
+        "dedupe key %r; failure rate %.2f%%; report %s",
         summary["rows"],
         summary["to_send"],
         summary["delivered"],
@@ -285,8 +588,9 @@ def summarise(
         summary["unconfirmed"],
         summary["unknown"],
         {k: v for k, v in summary["by_outcome"].items() if k not in report.SENT_OUTCOMES},
+        summary["dedupe_key"],
         100 * summary["failure_rate"],
-        path,
+        target,
     )
     return summary
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,9 +92,13 @@ class AdaptiveLimiter:
     async def slot(self) -> AsyncIterator[Callable[[bool, float | None], None]]:
         """``async with limiter.slot() as report: ...; report(throttled, retry_after)``."""
         outcome: list[tuple[bool, float | None]] = []
+
+        def report(throttled: bool, retry_after: float | None = None) -> None:
+            outcome.append((throttled, retry_after))
+
         await self.acquire()
         try:
-            yield lambda throttled, retry_after=None: outcome.append((throttled, retry_after))
+            yield report
         finally:
             throttled, retry_after = outcome[-1] if outcome else (False, None)
             await self.release(throttled, retry_after)
@@ -167,7 +171,7 @@ def throttled_client(
     return AsyncTwilioClient(connection, transport=transport, **kwargs), transport
 
 
-async def run_workers(worker: Callable[[], Awaitable[None]], count: int) -> None:
+async def run_workers(worker: Callable[[], Coroutine[Any, Any, None]], count: int) -> None:
     """Run ``count`` copies of ``worker`` to completion; if one fails, cancel the others and re-raise."""
     tasks = [asyncio.create_task(worker()) for _ in range(max(1, count))]
     try:

@@ -1,7 +1,8 @@
 """Tracking one chunk: each poke fetches, concurrently, the status of every message not yet final.
 
 A reschedule-mode sensor loses its own XComs each time it starts again (apache/airflow#39532), so what
-a poke learned is kept in a ``TrackStore`` (the DAG uses an Airflow Variable per chunk; tests use a dict).
+a poke learned is kept in a ``TrackStore``: the DAG keeps it next to the chunk in storage
+(``tracking/chunk-N.json``, ``StorageStore``), readable from any worker; tests may use a dict.
 Only final statuses are stored: a message that reached one is never fetched again. Together with a
 first fetch no earlier than ``first_fetch_after`` seconds after sending (a message is rarely final sooner),
 that keeps the fetches per message near one.
@@ -11,15 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from twilio_messaging.batch.report import message_record
+from airflow.sdk import ObjectStoragePath
+
+from twilio_messaging.batch.records import MessageRecord
+from twilio_messaging.batch.report import final_record, message_record
 from twilio_messaging.batch.throttle import run_workers
 from twilio_messaging.client import AsyncTwilioClient
-from twilio_messaging.errors import TwilioAPIError, TwilioUnreachableError
+from twilio_messaging.errors import ACCOUNT_WIDE_STATUSES, TwilioAPIError, TwilioUnreachableError
 from twilio_messaging.statuses import is_terminal
+from twilio_messaging.storage import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +59,33 @@ class MemoryStore:
         self.known = {}
 
 
+class StorageStore:
+    """A ``TrackStore`` in one JSON file in object storage, written atomically."""
+
+    def __init__(self, path: ObjectStoragePath) -> None:
+        self.path = path
+
+    def load(self) -> Known:
+        value = read_json(self.path, {})
+        return dict(value) if isinstance(value, dict) else {}
+
+    def save(self, known: Known) -> None:
+        write_json_atomic(self.path, known)
+
+    def clear(self) -> None:
+        with suppress(FileNotFoundError):  # nothing left to clean
+            self.path.unlink()
+
+
 @dataclass
 class PokeResult:
     done: bool
-    records: list[dict[str, Any]]
+    records: list[MessageRecord]
     fetched: int
     pending: int
 
 
-def pending_sids(records: Sequence[Mapping[str, Any]], known: Known) -> list[str]:
+def pending_sids(records: Sequence[MessageRecord], known: Known) -> list[str]:
     """SIDs whose last known status is not final (rejected rows have no SID and need no tracking)."""
     out = []
     for record in records:
@@ -74,25 +98,28 @@ def pending_sids(records: Sequence[Mapping[str, Any]], known: Known) -> list[str
     return out
 
 
-def apply_known(records: Sequence[Mapping[str, Any]], known: Known) -> list[dict[str, Any]]:
+def apply_known(records: Sequence[MessageRecord], known: Known) -> list[MessageRecord]:
     """The records with every known status filled in (statuses never move backwards: known wins)."""
-    out = []
+    out: list[MessageRecord] = []
     for record in records:
         sid = record.get("sid")
         if sid and sid in known:
             status, code, message = known[sid]
             out.append(message_record(record["row"], record["to"], sid, status, code, message))
         else:
-            out.append(dict(record))
+            out.append(record)
     return out
 
 
-async def fetch_statuses(client: AsyncTwilioClient, sids: Sequence[str], concurrency: int) -> Known:
-    """Fetch ``sids`` with ``concurrency`` workers; a message that cannot be fetched now is left out."""
+async def fetch_statuses(
+    client: AsyncTwilioClient, sids: Sequence[str], concurrency: int, found: Known | None = None
+) -> Known:
+    """Fetch ``sids`` with ``concurrency`` workers into ``found`` (filled as answers arrive); a message
+    that cannot be fetched now is left out."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for sid in sids:
         queue.put_nowait(sid)
-    found: Known = {}
+    found = {} if found is None else found
 
     async def worker() -> None:
         while True:
@@ -106,7 +133,7 @@ async def fetch_statuses(client: AsyncTwilioClient, sids: Sequence[str], concurr
                 log.warning("Status of %s not fetched this time: %s", sid, exc)
                 continue
             except TwilioAPIError as exc:
-                if exc.status_code in (401, 403):
+                if exc.status_code in ACCOUNT_WIDE_STATUSES:
                     raise
                 log.warning("Status of %s not fetched: %s", sid, exc)
                 continue
@@ -116,29 +143,55 @@ async def fetch_statuses(client: AsyncTwilioClient, sids: Sequence[str], concurr
     return found
 
 
+async def _checkpoints(
+    store: TrackStore, known: Known, fetched: Known, every: float, stop: asyncio.Event
+) -> None:
+    """Save the final statuses fetched so far every ``every`` seconds until ``stop``; a write in progress
+    finishes before this returns (so it cannot overwrite a later save)."""
+    saved = 0
+    while not stop.is_set():
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        finals = {sid: fact for sid, fact in list(fetched.items()) if is_terminal(fact[0])}
+        if len(finals) != saved and not stop.is_set():
+            saved = len(finals)
+            await asyncio.to_thread(store.save, {**known, **finals})
+
+
 async def poll_chunk(
     client: AsyncTwilioClient,
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[MessageRecord],
     store: TrackStore,
     *,
     concurrency: int,
     final: bool = False,
+    checkpoint_every: float = 1.0,
 ) -> PokeResult:
     """One poke: fetch what is still pending, remember what became final, say whether the chunk is done.
 
-    ``final`` (the status timeout has passed) ends tracking; messages still in flight are reported as
-    unconfirmed by ``message_record``.
+    ``final`` (the status timeout has passed) ends tracking; messages still in flight are then reported as
+    unconfirmed (``final_record``).
     """
     known = store.load()
     sids = pending_sids(records, known)
-    fetched = await fetch_statuses(client, sids, concurrency) if sids else {}
+    fetched: Known = {}
+    if sids:
+        # Final statuses are saved while the poke runs too: a poke killed half-way does not fetch them again.
+        stop = asyncio.Event()
+        keeper = asyncio.create_task(_checkpoints(store, known, fetched, checkpoint_every, stop))
+        try:
+            await fetch_statuses(client, sids, concurrency, fetched)
+        finally:
+            stop.set()
+            await asyncio.gather(keeper, return_exceptions=True)
     newly_final = {sid: fact for sid, fact in fetched.items() if is_terminal(fact[0])}
     known.update(newly_final)
     current = apply_known(records, {**known, **fetched})
     still_pending = len(pending_sids(current, {}))
     done = final or still_pending == 0
     if done:
-        store.clear()
+        # The caller writes the chunk's final records, then clears the store (a crash between costs a fetch).
+        current = [final_record(record) for record in current]
     elif newly_final:
         store.save(known)
     return PokeResult(done=done, records=current, fetched=len(sids), pending=still_pending)

@@ -19,11 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from twilio_messaging import storage
+from twilio_messaging.batch import layout
 from twilio_messaging.ui.report_table import ReadablePath
 
 TIMELINE_FILE = "status-timeline.json"
-SUMMARY_FILE = "summary.json"
-REPORT_FILES = {"csv": "report.csv", "json": "report.json"}
 BATCH_SUMMARY_TASK = "summary"
 
 
@@ -164,27 +163,12 @@ def stored_timeline(dag_id: str, run_id: str) -> list[dict[str, Any]] | None:
     return value if isinstance(value, list) else None
 
 
-def _layout() -> Any:
-    """The batch's own layout module once it exists (issue 10); None before."""
-    try:
-        from twilio_messaging.batch import layout
-    except ImportError:
-        return None
-    return layout
-
-
 def summary_location(dag_id: str, run_id: str) -> ObjectStoragePath:
-    layout = _layout()
-    if layout is not None and hasattr(layout, "summary_path"):
-        return layout.summary_path(dag_id, run_id)
-    return run_folder(dag_id, run_id) / SUMMARY_FILE
+    return layout.summary_path(dag_id, run_id)
 
 
 def report_location(dag_id: str, run_id: str, fmt: str) -> ObjectStoragePath:
-    layout = _layout()
-    if layout is not None and hasattr(layout, "report_path"):
-        return layout.report_path(dag_id, run_id, fmt)
-    return run_folder(dag_id, run_id) / REPORT_FILES[fmt]
+    return layout.report_path(dag_id, run_id, fmt)
 
 
 def batch_summary(session: Session, dag_id: str, run_id: str) -> dict[str, Any] | None:
@@ -200,14 +184,9 @@ def batch_summary(session: Session, dag_id: str, run_id: str) -> dict[str, Any] 
 
 
 def _allowed_roots() -> list[str]:
-    """Where a report may be read from: the storage base and the batch's (legacy) report folder."""
-    from twilio_messaging.batch.report import default_report_dir
-
-    roots = [os.path.realpath(default_report_dir())]
+    """Where a report may be read from: the (local) storage base."""
     base = storage.storage_base()
-    if base.protocol in ("file", "local", ""):
-        roots.append(os.path.realpath(base.path))
-    return roots
+    return [os.path.realpath(base.path)] if storage.is_local(base) else []
 
 
 def _inside(path: str, roots: Iterable[str]) -> bool:
@@ -220,7 +199,7 @@ def batch_report(
 ) -> tuple[ReadablePath, str] | None:
     """The report file and its format: the run's storage folder first, else the path in the summary.
 
-    A path from the summary is only followed inside the storage base or the batch report folder: XComs
+    A path from the summary is only followed inside the storage base: XComs
     can be written through the REST API, and this must never serve another file of the api-server.
     """
     for fmt in ("csv", "json"):

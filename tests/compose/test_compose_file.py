@@ -529,6 +529,16 @@ def test_pool_fits_the_batch_dag(services, env_example, monkeypatch) -> None:
         assert "TWILIO_BATCH_CONCURRENCY" in env_of(services[name]), name
 
 
+def test_the_trigger_forms_from_default_reaches_every_airflow_service(services, env_example) -> None:
+    """TWILIO_DEFAULT_FROM (the workflow form's `from`) is passed through, and .env.example's is valid."""
+    from twilio_messaging.validation import validate_message
+
+    for name in (*AIRFLOW_LONG_RUNNING, INIT):
+        env = env_of(services[name])
+        assert interpolate(env["TWILIO_DEFAULT_FROM"], env_example) == env_example["TWILIO_DEFAULT_FROM"], name
+    validate_message(to="+15551234567", from_=env_example["TWILIO_DEFAULT_FROM"], body="x")
+
+
 # --- The Twilio sandbox -------------------------------------------------------------------------------------
 
 

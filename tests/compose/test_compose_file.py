@@ -534,8 +534,8 @@ def test_the_trigger_forms_from_default_reaches_every_airflow_service(services, 
     from twilio_messaging.validation import validate_message
 
     for name in (*AIRFLOW_LONG_RUNNING, INIT):
-        env = env_of(services[name])
-        assert interpolate(env["TWILIO_DEFAULT_FROM"], env_example) == env_example["TWILIO_DEFAULT_FROM"], name
+        value = interpolate(env_of(services[name])["TWILIO_DEFAULT_FROM"], env_example)
+        assert value == env_example["TWILIO_DEFAULT_FROM"], name
     validate_message(to="+15551234567", from_=env_example["TWILIO_DEFAULT_FROM"], body="x")
 
 

@@ -40,6 +40,10 @@ Both end tasks publish the XComs `messageSid`, `finalStatus` and `errorCode`.
 Every {TRACKING.poke_interval:g} s at first, backing off exponentially up to {TRACKING.max_wait:g} s,
 for at most {TRACKING.timeout:g} s after sending
 (env `TWILIO_POKE_INTERVAL`, `TWILIO_MAX_WAIT`, `TWILIO_STATUS_TIMEOUT`).
+A try 2 on checkStatus is apache/airflow#71172 being absorbed by the sensor's retries: it polls the same
+message, nothing is sent twice, and the deadline still counts from the send.
+
+The **Messages** tab of a run shows the outcome with the Twilio meaning, the status timeline and the inputs.
 """
 
 
@@ -83,7 +87,10 @@ with DAG(
         max_wait=TRACKING.max_wait,
         retries=TRACKING.retries,  # apache/airflow#71172; the deadline is enforced from the send time
         retry_delay=TRACKING.retry_delay,
-        doc_md="fetchMessage until a terminal status; publishes status, errorCode and errorMessage.",
+        doc_md=(
+            "fetchMessage until a terminal status; publishes status, errorCode and errorMessage. "
+            "A try 2 here is apache/airflow#71172 absorbed by the retries, not a second SMS."
+        ),
     )
 
     route = BranchPythonOperator(

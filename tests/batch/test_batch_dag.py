@@ -73,7 +73,6 @@ def tracking_variables() -> list[str]:
 @pytest.fixture
 def batch_env(monkeypatch, airflow_db, clean_sandbox, tmp_path):
     monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", clean_sandbox.conn_json())
-    monkeypatch.setenv("TWILIO_BATCH_REPORT_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("TWILIO_BATCH_DATA_DIRS", f"{REPO / 'include'}{os.pathsep}{tmp_path}")
     return clean_sandbox
 

@@ -115,7 +115,6 @@ def rel(monkeypatch, airflow_db, rsandbox, tmp_path) -> Iterator[Any]:
     """An empty, fault-free reliability sandbox wired in as ``twilio_default``."""
     rsandbox.reset()
     monkeypatch.setenv("AIRFLOW_CONN_TWILIO_DEFAULT", rsandbox.conn_json())
-    monkeypatch.setenv("TWILIO_BATCH_REPORT_DIR", str(tmp_path / "reports"))
     yield rsandbox
     rsandbox.reset()
 

@@ -121,7 +121,6 @@ def test_outage_longer_than_the_retry_budget_says_twilio_was_unreachable(switche
 
 def test_batch_outage_then_back_sends_every_row_exactly_once(switched, fast_backoff, tmp_path, monkeypatch):
     sandbox, switch = switched
-    monkeypatch.setenv("TWILIO_BATCH_REPORT_DIR", str(tmp_path))
     rows = [{"to": f"+1555241{i:04d}", "name": f"R{i}", "date": "now"} for i in range(30)]
     refusals: list[float] = []
     real_handle = httpx.AsyncHTTPTransport.handle_async_request

@@ -14,7 +14,6 @@ from twilio_messaging.ui import store
 @pytest.fixture
 def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(storage.STORAGE_ENV, f"file://{tmp_path / 'storage'}")
-    monkeypatch.setenv("TWILIO_BATCH_REPORT_DIR", str(tmp_path / "reports"))
     return tmp_path
 
 
@@ -23,12 +22,6 @@ def test_report_in_the_run_folder_comes_first(base: Path):
     write_report(report_records(3), folder / "report.json", "json")
     found = store.batch_report("b", "manual__2026-12-02T00:00:00+00:00", {"report_path": "/etc/passwd"})
     assert found is not None and found[1] == "json" and str(found[0]).endswith("/report.json")
-
-
-def test_legacy_report_path_from_the_summary_inside_the_report_folder(base: Path):
-    legacy = write_report(report_records(3), base / "reports" / "b" / "run.csv")
-    found = store.batch_report("b", "run", {"report_path": str(legacy)})
-    assert found is not None and Path(str(found[0])) == legacy and found[1] == "csv"
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
+from twilio_messaging import envvars
 from twilio_messaging.client import TwilioClient
 from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.errors import ERROR_DOCS_URL, ERROR_MEANINGS
@@ -53,27 +54,14 @@ class TrackingSettings:
         return timedelta(seconds=min(self.poke_interval, 60.0))
 
 
-def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {raw!r}")
-    return value
-
-
 def tracking_settings(environ: Mapping[str, str] | None = None) -> TrackingSettings:
     """Settings from TWILIO_POKE_INTERVAL / TWILIO_STATUS_TIMEOUT / TWILIO_MAX_WAIT, else the defaults."""
     env = os.environ if environ is None else environ
-    poke = _seconds(env, POKE_INTERVAL_ENV, DEFAULT_POKE_INTERVAL)
+    poke = envvars.seconds(POKE_INTERVAL_ENV, DEFAULT_POKE_INTERVAL, env)
     return TrackingSettings(
         poke_interval=poke,
-        timeout=_seconds(env, STATUS_TIMEOUT_ENV, DEFAULT_STATUS_TIMEOUT),
-        max_wait=max(poke, _seconds(env, MAX_WAIT_ENV, DEFAULT_MAX_WAIT)),
+        timeout=envvars.seconds(STATUS_TIMEOUT_ENV, DEFAULT_STATUS_TIMEOUT, env),
+        max_wait=max(poke, envvars.seconds(MAX_WAIT_ENV, DEFAULT_MAX_WAIT, env)),
     )
 
 

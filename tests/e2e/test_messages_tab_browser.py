@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.conftest import DAG_ID, E2E
 from tests.e2e.messages_runs import BATCH_DAG, HOSTILE_BODY, MessageRuns
-from tests.e2e.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, REPO, TIMEOUT_MS, log_in
+from tests.e2e.test_ui_browser import REPO, chromium_page, log_in
 
 pytestmark = pytest.mark.browser
 
@@ -34,23 +34,12 @@ DOCS_SHOTS = {
 
 @pytest.fixture(scope="module")
 def ui(e2e: E2E) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found; install Debian's Chromium with: apt-get install -y chromium")
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": WIDTH, "height": 1000}, accept_downloads=True)
-            page.set_default_timeout(TIMEOUT_MS)
-            dialogs: list[str] = []
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.dialogs = dialogs  # type: ignore[attr-defined]
-            log_in(page, e2e.base_url, e2e.stack.admin_user, e2e.stack.admin_password)
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(WIDTH, accept_downloads=True) as page:
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.dialogs = dialogs  # type: ignore[attr-defined]
+        log_in(page, e2e.base_url, e2e.stack.admin_user, e2e.stack.admin_password)
+        yield page
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,9 @@ DOCS_SHOTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def page(e2e: E2E) -> Iterator[Any]:
+@contextmanager
+def chromium_page(width: int, **page_options: Any) -> Iterator[Any]:
+    """A headless Chromium page (Debian's /usr/bin/chromium, driven by Playwright), closed on exit."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found; install Debian's Chromium with: apt-get install -y chromium")
     from playwright.sync_api import expect, sync_playwright
@@ -52,11 +54,17 @@ def page(e2e: E2E) -> Iterator[Any]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": width, "height": 1000}, **page_options)
             page.set_default_timeout(TIMEOUT_MS)
             yield page
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(e2e: E2E) -> Iterator[Any]:
+    with chromium_page(1600) as page:
+        yield page
 
 
 def log_in(page: Any, base_url: str, user: str, password: str) -> None:
@@ -65,6 +73,17 @@ def log_in(page: Any, base_url: str, user: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r"^(?!.*/auth/login).*$"))
+
+
+def submit_trigger(page: Any, dialog: Any) -> str:
+    """Click the trigger dialog's Trigger button; the new run's id from the REST answer."""
+    with page.expect_response(
+        lambda r: r.url.endswith(f"/dags/{DAG_ID}/dagRuns") and r.request.method == "POST"
+    ) as resp:
+        dialog.get_by_role("button", name="Trigger").click()
+    assert resp.value.status == 200, resp.value.text()
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    return str(resp.value.json()["dag_run_id"])
 
 
 def trigger_from_form(
@@ -90,13 +109,7 @@ def trigger_from_form(
     for name, value in conf.items():
         dialog.locator(f"#element_{name}").fill(value)
     dialog.screenshot(path=str(shots / "trigger-form.png"))
-    with page.expect_response(
-        lambda r: r.url.endswith(f"/dags/{DAG_ID}/dagRuns") and r.request.method == "POST"
-    ) as resp:
-        dialog.get_by_role("button", name="Trigger").click()
-    assert resp.value.status == 200, resp.value.text()
-    page.set_viewport_size({"width": 1600, "height": 1000})
-    return resp.value.json()["dag_run_id"]
+    return submit_trigger(page, dialog)
 
 
 def check_graph(page: Any, base_url: str, run_id: str, expected: dict[str, str], shots: Path) -> None:
@@ -182,13 +195,7 @@ def test_trigger_form_offers_the_deployment_sender(e2e: E2E, page: Any) -> None:
     shots = e2e.artifacts / "browser"
     shots.mkdir(parents=True, exist_ok=True)
     dialog.screenshot(path=str(shots / "trigger-form-default-from.png"))
-    with page.expect_response(
-        lambda r: r.url.endswith(f"/dags/{DAG_ID}/dagRuns") and r.request.method == "POST"
-    ) as resp:
-        dialog.get_by_role("button", name="Trigger").click()
-    assert resp.value.status == 200, resp.value.text()
-    page.set_viewport_size({"width": 1600, "height": 1000})
-    run_id = resp.value.json()["dag_run_id"]
+    run_id = submit_trigger(page, dialog)
     assert e2e.wait(run_id).state == "success", e2e.task_log_hint(run_id)
     assert [m["from"] for m in e2e.sandbox.messages() if m["body"] == body] == [DEFAULT_FROM]
     # issue 14 point 6: the poke logs of checkStatus carry no DeprecatedImportWarning any more.

@@ -55,6 +55,7 @@ from twilio_messaging.batch.throughput import DrainEstimate
 from twilio_messaging.batch.track import StorageStore, apply_known, poll_chunk
 from twilio_messaging.connection import DEFAULT_CONN_ID, TwilioConnection
 from twilio_messaging.errors import ACCOUNT_WIDE_ON_CREATE, TwilioAPIError, TwilioConfigError
+from twilio_messaging.hooks.twilio import TwilioHook
 from twilio_messaging.storage import (
     STORAGE_ENV,
     is_local,
@@ -343,7 +344,7 @@ def send_chunk(
     A row an earlier try recorded is not sent again; the others are looked up before sending when an
     earlier try may have sent them (its results exist, so it had started).
     """
-    connection = connection or TwilioConnection.from_airflow(DEFAULT_CONN_ID)
+    connection = connection or TwilioHook(DEFAULT_CONN_ID).connection_settings()
     sender = sender_from_params(params, settings)
     concurrency = concurrency_from_params(params, settings)
     chunk = ref["chunk"]
@@ -503,7 +504,7 @@ def track_poke(
         )
         return False, None
     final_poke = age >= settings.status_timeout
-    connection = connection or TwilioConnection.from_airflow(DEFAULT_CONN_ID)
+    connection = connection or TwilioHook(DEFAULT_CONN_ID).connection_settings()
     concurrency = concurrency_from_params(params, settings)
 
     async def run() -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -140,11 +141,19 @@ def test_batch_facts_rows_and_download(e2e: E2E, message_runs: MessageRuns, http
     assert sum(n for _, n in facts["counts"]) == summary["rows"] == 1000
     assert {g["code"]: g["count"] for g in facts["groups"]} == summary["error_codes"]
 
-    rows = http.get(
-        tab(e2e, BATCH_DAG, message_runs.batch, "rows"),
-        params={"outcome": "failed", "size": 25, "page": 2},
-        headers=authed(e2e),
-    ).json()
+    # A filter asked for while the report's index is still being built answers page one with
+    # `building` set (the tab reloads itself); a client asks again, as the tab does.
+    deadline = time.monotonic() + 120
+    while True:
+        rows = http.get(
+            tab(e2e, BATCH_DAG, message_runs.batch, "rows"),
+            params={"outcome": "failed", "size": 25, "page": 2},
+            headers=authed(e2e),
+        ).json()
+        if not rows.get("building") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert not rows.get("building"), "the report's index was not built within 120 s"
     assert rows["total"] == summary["by_outcome"]["failed"] and rows["page"] == 2
     assert {r["outcome"] for r in rows["rows"]} == {"failed"} and len(rows["rows"]) == 25
 

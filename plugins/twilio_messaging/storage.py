@@ -76,6 +76,11 @@ def write_bytes_atomic(path: ObjectStoragePath, data: bytes) -> ObjectStoragePat
     return path
 
 
+# A lone surrogate (legal in a JSON conf, not in UTF-8) is written as its \udXXX escape instead of
+# crashing the write; JSON readers turn the escape back into the same string.
+TEXT_ERRORS = "backslashreplace"
+
+
 @contextmanager
 def open_atomic(path: ObjectStoragePath, text: bool = True) -> Iterator[IO[Any]]:
     """A file handle for a streamed write that appears whole at the end, or not at all.
@@ -86,7 +91,9 @@ def open_atomic(path: ObjectStoragePath, text: bool = True) -> Iterator[IO[Any]]
     if not is_local(path):
         raw = path.open("wb")
         try:
-            handle: IO[Any] = io.TextIOWrapper(raw, encoding="utf-8", newline="") if text else raw
+            handle: IO[Any] = (
+                io.TextIOWrapper(raw, encoding="utf-8", errors=TEXT_ERRORS, newline="") if text else raw
+            )
             yield handle
             handle.flush()
         except BaseException:
@@ -101,7 +108,9 @@ def open_atomic(path: ObjectStoragePath, text: bool = True) -> Iterator[IO[Any]]
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(local)}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") if text else open(tmp, "wb") as handle:
+        with (
+            open(tmp, "w", encoding="utf-8", errors=TEXT_ERRORS, newline="") if text else open(tmp, "wb")
+        ) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -109,3 +109,13 @@ def test_a_writer_killed_half_way_leaves_the_old_file(tmp_path):
     # The killed writer's temporary sibling may remain (a dot-file); nothing reads it, nothing trusts it.
     assert all(name.startswith(".manifest.jsonl.") and name.endswith(".tmp") for name in leftovers)
     assert json.loads((tmp_path / "manifest.jsonl").read_text()) == {"row": 1}
+
+
+def test_a_lone_surrogate_is_written_escaped_and_read_back_the_same(tmp_path):
+    # Legal in a JSON conf (a recipient's `to`), not encodable as UTF-8: the skipped-rows file and the
+    # report must still be written, and the JSON read back must hold the same string.
+    target = ObjectStoragePath(f"file://{tmp_path}/skipped.jsonl")
+    value = {"to": "+1555\ud800", "reason": "must be valid Unicode text"}
+    with open_atomic(target) as handle:
+        handle.write(json.dumps(value, ensure_ascii=False) + "\n")
+    assert json.loads(target.read_text()) == value

@@ -60,19 +60,8 @@ def write_bytes_atomic(path: ObjectStoragePath, data: bytes) -> ObjectStoragePat
     if not is_local(path):
         path.write_bytes(data)
         return path
-    local = path.path
-    directory = os.path.dirname(local)
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(local)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, local)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with open_atomic(path, text=False) as handle:
+        handle.write(data)
     return path
 
 

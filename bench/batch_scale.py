@@ -117,6 +117,7 @@ def xcom_sizes(dag_id: str, run_id: str) -> list[tuple[str, int, str, int]]:
             (
                 row.task_id,
                 row.map_index,
+                row.key,
                 len(row.value if isinstance(row.value, str | bytes) else json.dumps(row.value)),
             )
             for row in rows
@@ -199,6 +200,9 @@ def scale_run(sb: Any, n: int, home: Path, log: Path, meter: PhaseMeter) -> dict
         "chunks": summary["chunks"], "chunk_size": summary["chunk_size"],
         "delivered": summary["delivered"], "to_send": summary["to_send"], "created": created,
         "fetch_per_message": stats["requests"]["fetch"] / max(1, created),
+        "list_pages": stats["requests"]["list"],
+        "tracking_requests_per_message": (stats["requests"]["fetch"] + stats["requests"]["list"])
+        / max(1, created),
         "tis": len(tis), "tis_by_task": {k: len(v) for k, v in by_task.items()},
         "phase_span": {task: span(task) for task in by_task},
         "phase_ti_seconds": {task: ti_seconds(task) for task in by_task},
@@ -245,7 +249,9 @@ def print_rows(result: dict[str, Any]) -> None:
     print(f"XCom {result['xcom_total'] / 1024:.0f} KiB total, {result['xcom_mean_per_ti']:.0f} B mean "
           f"per TI, max {result['xcom_max_per_ti'] / 1024:.1f} KiB ({result['xcom_max_ti']}); metadata DB "
           f"+{result['db_growth'] / 1e6:.1f} MB; storage {result['storage_bytes'] / 1e6:.0f} MB in "
-          f"{result['storage_files']} files; fetches/message {result['fetch_per_message']:.2f}; "
+          f"{result['storage_files']} files; fetches/message {result['fetch_per_message']:.2f} "
+          f"+ {result['list_pages']} list pages = {result['tracking_requests_per_message']:.3f} status "
+          f"requests/message; "
           f"task instances {result['tis']}")  # fmt: skip
     reads = result["send_chunk_reads"]
     print(f"one send_chunk reads {reads['xcom_refs_bytes'] / 1024:.0f} KiB of XCom (all chunk references) + "

@@ -27,7 +27,6 @@ SETTINGS = BatchSettings.from_env()
 # Relative paths in params: first from the project root (where include/ lives), then from dags/.
 BASE_DIRS = (Path(__file__).resolve().parent.parent, Path(__file__).resolve().parent)
 DEFAULT_TEMPLATE = "Hi {name}, this is a reminder of your appointment on {date}. Reply STOP to opt out."
-DEFAULT_CHUNK_SIZE = 500
 DEFAULT_FAILURE_THRESHOLD = 0.1
 
 DOC_MD = f"""
@@ -44,18 +43,21 @@ XCom carries references and counts.
   numbers already sent under the run's `dedupe_key` by an earlier run (default: the run's day, so a
   scheduled and a manual run on the same day send each recipient once; `allow_resend` sends again),
   renders `body_template` (`{{field}}` placeholders; row values are inserted as plain text, never
-  evaluated) and writes one manifest per chunk of `chunk_size` (grown when the chunks would exceed
-  `[core] max_map_length`). With `sender_mps` it refuses a batch the sender cannot drain within Twilio's
-  ValidityPeriod (10 h), unless `pace` spreads the sends at that rate. A bad template or sender fails the
+  evaluated) and writes one manifest per chunk (`chunk_size`, by default as few chunks as keep each at
+  most {MAX_CHUNK_SIZE:,}; grown when the chunks would exceed `[core] max_map_length`). With `sender_mps`
+  it refuses a batch the sender cannot drain within Twilio's ValidityPeriod (10 h), unless `pace` spreads
+  the sends at that rate. A bad template or sender fails the
   run before anything is sent; bad rows are reported, not sent.
 - **send_chunk** (one task per chunk, pool `{SETTINGS.pool}`, {SETTINGS.concurrency} slots each) reads only
   its own manifest and sends it with up to `concurrency` requests in flight, checkpointing its results to
   storage. A 429 halves the concurrency and waits; nothing is dropped and nothing is sent twice (a retry
   skips what an earlier try recorded and looks the rest up before sending). Its XCom is counts.
 - **track_chunk** (reschedule-mode sensor, every {SETTINGS.poke_interval:g} s, first fetch
-  {SETTINGS.first_fetch_after:g} s after sending) fetches the statuses of the chunk's unfinished messages
-  concurrently, until all are final or {SETTINGS.status_timeout:g} s have passed (then: unconfirmed).
-  Final statuses are kept next to the chunk in storage, so a final message is never fetched again.
+  {SETTINGS.first_fetch_after:g} s after sending) reads the statuses of the chunk's unfinished messages,
+  until all are final or {SETTINGS.status_timeout:g} s have passed (then: unconfirmed). With many in
+  flight it lists the chunk's window of Twilio's message list (up to 1,000 statuses per request) and
+  fetches by SID, concurrently, only what the list did not show. Final statuses are kept next to the chunk
+  in storage, so a final message is never fetched again.
 - **summary** streams the chunks into the counts by final status, the failures by error code with their
   meanings, and the per-recipient report (`report.csv` or `report.json` in the run's folder); the report's
   path and URI, the dedupe key and the number already sent are in its XCom and in `summary.json`.
@@ -126,14 +128,15 @@ with DAG(
             description="More opted-out numbers.",
         ),
         "chunk_size": Param(
-            DEFAULT_CHUNK_SIZE,
-            type="integer",
+            None,
+            type=["null", "integer"],
             minimum=1,
             maximum=MAX_CHUNK_SIZE,
             title="Chunk size",
             description=(
-                f"Recipients per send/track task (default {DEFAULT_CHUNK_SIZE}); grown automatically when "
-                "the chunks would exceed Airflow's [core] max_map_length."
+                f"Recipients per send/track task. Empty (the default): as few chunks as keep each at most "
+                f"{MAX_CHUNK_SIZE:,}, split evenly. Grown automatically when the chunks would exceed "
+                "Airflow's [core] max_map_length."
             ),
         ),
         "concurrency": Param(
@@ -215,7 +218,7 @@ with DAG(
         pool_slots=SETTINGS.concurrency,
         retries=2,  # only after Twilio stayed unreachable; the retry resumes from the stored results
         retry_delay=timedelta(minutes=1),
-        map_index_template="chunk {{ task.op_kwargs['chunk']['chunk'] }}",
+        map_index_template="chunk {{ task.op_kwargs['chunk'] }}",
     )
     def send_chunk(chunk: ChunkRef, params: dict[str, Any], dag_run: DagRunProtocol) -> SendCounts:
         """Send one chunk from its manifest (bounded, 429-aware, duplicate-safe); counts out."""

@@ -272,7 +272,7 @@ class SandboxApp:
 
     async def _list(self, scope: Scope, send: Send, account_sid: str) -> None:
         query = ListQuery.parse(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-        records, has_more = select_page(self.store.for_account(account_sid), query)
+        records, has_more = select_page(self.store.account_index(account_sid), query)
         now = time.monotonic()
         page = [render_message(r, now) for r in records]
         await respond(send, 200, render_page(account_sid, query, page, has_more))

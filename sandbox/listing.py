@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from email.utils import parsedate_to_datetime
+from itertools import islice
 from typing import Any
 
 from sandbox import API_VERSION
 from sandbox.errors import TwilioError, invalid_parameter
 from sandbox.resources import SERVICE_SENDER, query_string
-from sandbox.store import MessageRecord
+from sandbox.store import AccountMessages, MessageRecord
 
 FILTER_KEYS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
 DEFAULT_PAGE_SIZE = 50
@@ -113,29 +117,62 @@ def _matches(record: MessageRecord, query: ListQuery) -> bool:
     return True
 
 
-def _index_of(records: list[MessageRecord], sid: str) -> int | None:
-    for i, record in enumerate(records):
-        if record.sid == sid:
-            return i
-    return None
+def _day_epochs(day: date) -> tuple[float, float]:
+    """The first and the last second of a GMT day, as epoch seconds (unbounded at the calendar's ends)."""
+    start = -math.inf if day == date.min else (datetime.combine(day, time.min, UTC) - EPOCH).total_seconds()
+    end = math.inf if day == date.max else start + 86_400
+    return start, end
 
 
-def select_page(records: list[MessageRecord], query: ListQuery) -> tuple[list[MessageRecord], bool]:
-    """The page's records (newest first) and whether more follow. ``records`` is oldest first."""
-    matching = [r for r in reversed(records) if _matches(r, query)]
-    size, start = query.page_size, query.page * query.page_size
-    end = start + size
+def candidate_range(index: AccountMessages, query: ListQuery) -> tuple[int, int]:
+    """Positions ``[lo, hi)`` of the account's messages that a DateSent filter can match.
+
+    A message counts as sent no earlier than its creation and at most ``max_lag`` seconds after it, and the
+    messages are in creation order, so two bisections bound the scan: a list of one batch's window costs
+    that window, not the whole store.
+    """
+    lo, hi = 0, len(index.records)
+    if not index.ordered:
+        return lo, hi
+    for key, bound in query.dates.items():
+        start, end = _day_epochs(bound.day)
+        if key == "DateSent<" and bound.epoch is not None:
+            end = bound.epoch
+        if key == "DateSent>" and bound.epoch is not None:
+            start = bound.epoch
+        if key in ("DateSent", "DateSent<"):
+            hi = min(hi, bisect_right(index.created, end + 1))
+        if key in ("DateSent", "DateSent>"):
+            lo = max(lo, bisect_left(index.created, start - index.max_lag - 1))
+    return lo, max(lo, hi)
+
+
+def select_page(index: AccountMessages, query: ListQuery) -> tuple[list[MessageRecord], bool]:
+    """The page's records (newest first) and whether more follow."""
+    lo, hi = candidate_range(index, query)
+    records = index.records
+
+    def newest_first(start: int) -> Iterator[MessageRecord]:
+        return (records[i] for i in range(start, lo - 1, -1) if _matches(records[i], query))
+
+    size = query.page_size
     token = query.page_token
-    if token and token[:2] in ("PA", "PB"):
-        # PA<sid>: the page after that message; PB<sid>: the page before it (previous_page_uri).
-        anchor = _index_of(matching, token[2:])
-        if anchor is not None and token[:2] == "PA":
-            start, end = anchor + 1, anchor + 1 + size
-        elif anchor is not None:
-            start, end = max(0, anchor - size), anchor
-    elif token:
+    if token and token[:2] not in ("PA", "PB"):
         raise TwilioError(400, 20001, f"Invalid PageToken: {token}")
-    return matching[start:end], end < len(matching)
+    anchor = index.positions.get(token[2:]) if token else None
+    if anchor is not None and not (lo <= anchor < hi and _matches(records[anchor], query)):
+        anchor = None  # not a message of this listing: page by number, as without a token
+    if anchor is not None and token and token.startswith("PB"):
+        # PB<sid>: the page before that message (previous_page_uri), i.e. the next newer matches.
+        newer = (records[i] for i in range(anchor + 1, hi) if _matches(records[i], query))
+        return list(islice(newer, size))[::-1], True
+    if anchor is not None:
+        # PA<sid>: the page after that message.
+        matches = newest_first(anchor - 1)
+    else:
+        matches = islice(newest_first(hi - 1), query.page * size, None)
+    page = list(islice(matches, size + 1))
+    return page[:size], len(page) > size
 
 
 def render_page(

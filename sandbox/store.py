@@ -58,16 +58,44 @@ class MessageRecord:
         return self.state_at(elapsed)[0] in FINAL_STATUSES
 
 
+def sent_lag(record: MessageRecord) -> float:
+    """The latest offset at which ``record`` can count as sent (``sent_offset``): how much later than its
+    creation a DateSent filter may place it."""
+    return max((offset for offset, status in record.timeline if status in ("sent", "failed")), default=0.0)
+
+
+@dataclass
+class AccountMessages:
+    """One account's messages in creation order, indexed for listing: positions by SID and creation times
+    (non-decreasing unless the wall clock stepped back, then ``ordered`` is False and lists scan all)."""
+
+    records: list[MessageRecord] = field(default_factory=list)
+    created: list[float] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+    max_lag: float = 0.0
+    ordered: bool = True
+
+    def append(self, record: MessageRecord) -> None:
+        if self.created and record.created_wall < self.created[-1]:
+            self.ordered = False
+        self.positions[record.sid] = len(self.records)
+        self.records.append(record)
+        self.created.append(record.created_wall)
+        self.max_lag = max(self.max_lag, sent_lag(record))
+
+
 class MessageStore:
-    """Messages by SID, in creation order."""
+    """Messages by SID, in creation order, with a listing index per account."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._messages: dict[str, MessageRecord] = {}
+        self._accounts: dict[str, AccountMessages] = {}
 
     def add(self, record: MessageRecord) -> None:
         with self._lock:
             self._messages[record.sid] = record
+            self._accounts.setdefault(record.account_sid, AccountMessages()).append(record)
 
     def get(self, account_sid: str, sid: str) -> MessageRecord | None:
         with self._lock:
@@ -81,8 +109,14 @@ class MessageStore:
     def for_account(self, account_sid: str) -> list[MessageRecord]:
         """The account's messages, oldest first."""
         with self._lock:
-            records = list(self._messages.values())
-        return [r for r in records if r.account_sid == account_sid]
+            account = self._accounts.get(account_sid)
+            return list(account.records) if account else []
+
+    def account_index(self, account_sid: str) -> AccountMessages:
+        """The account's listing index itself, not a copy: the event loop is the only writer, and a list
+        request reads it without awaiting, so it cannot change under the reader."""
+        with self._lock:
+            return self._accounts.get(account_sid) or AccountMessages()
 
     def all(self) -> list[MessageRecord]:
         with self._lock:
@@ -90,11 +124,20 @@ class MessageStore:
 
     def delete(self, sid: str) -> bool:
         with self._lock:
-            return self._messages.pop(sid, None) is not None
+            record = self._messages.pop(sid, None)
+            if record is None:
+                return False
+            rebuilt = AccountMessages()
+            for kept in self._accounts[record.account_sid].records:
+                if kept.sid != sid:
+                    rebuilt.append(kept)
+            self._accounts[record.account_sid] = rebuilt
+            return True
 
     def clear(self) -> None:
         with self._lock:
             self._messages.clear()
+            self._accounts.clear()
 
     def __len__(self) -> int:
         with self._lock:

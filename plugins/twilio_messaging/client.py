@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
@@ -172,6 +173,17 @@ class AsyncTwilioClient(_BaseClient):
 
     async def list_messages(self, **filters: Any) -> list[dict[str, Any]]:
         return await self._run(flows.list_messages_flow(self._context(), forms.list_query(filters)))
+
+    async def list_pages(
+        self,
+        query: list[tuple[str, str]],
+        *,
+        stop: Callable[[list[dict[str, Any]]], bool],
+        max_pages: int = flows.MAX_LIST_PAGES,
+    ) -> list[dict[str, Any]]:
+        """listMessage with a query as given, page after page until ``stop(page)`` is true or none is left."""
+        flow = flows.list_messages_flow(self._context(), query, stop=stop, max_pages=max_pages)
+        return await self._run(flow)
 
     async def aclose(self) -> None:
         await self._http.aclose()

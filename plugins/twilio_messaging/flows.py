@@ -155,7 +155,8 @@ def list_messages_flow(
         page = body.get("messages") or []
         messages.extend(page)
         next_uri = body.get("next_page_uri")
-        if not next_uri or (stop is not None and stop(page)):
+        # ``stop`` sees every page, the last one too: a caller may read the pages as they come.
+        if (stop is not None and stop(page)) or not next_uri:
             break
         call = Call("GET", next_uri)
     return messages

@@ -88,7 +88,7 @@ def test_schedule_parses_and_every_param_default_is_valid(airflow_db, monkeypatc
     defaults = ParamsDict(dag.params).validate()
     assert defaults["recipients_path"] == "include/recipients_sample.csv"
     assert (
-        defaults["chunk_size"] == 500
+        defaults["chunk_size"] is None  # sized by prepare
         and defaults["concurrency"] == 10
         and defaults["failure_threshold"] == 0.1
     )
@@ -101,7 +101,7 @@ def test_schedule_parses_and_every_param_default_is_valid(airflow_db, monkeypatc
     layout = RunLayout.of(DAG_ID, "defaults")
     prepared = tasks.prepare(defaults, BatchSettings.from_env(), [REPO, REPO / "dags"], layout, "k")
     assert prepared["counts"] == {
-        "rows": 16, "to_send": 12, "chunks": 1, "chunk_size": 500, "invalid": 2, "opted_out": 1,
+        "rows": 16, "to_send": 12, "chunks": 1, "chunk_size": 12, "invalid": 2, "opted_out": 1,
         "duplicate": 1, "already_sent": 0,
     }  # fmt: skip
 
@@ -369,3 +369,17 @@ def test_a_second_run_under_the_same_key_sends_nothing(batch_env):
     # A new key sends again.
     third = load_dag().test(run_conf={**conf, "dedupe_key": "second-campaign"})
     assert third.state == "success" and len(batch_env.messages()) == 60
+
+
+def test_chunks_in_flight_are_tracked_from_the_message_list(batch_env):
+    # 1,203 recipients, no chunk_size: 3 chunks of 401, whose statuses come from list pages, not fetches.
+    rows = [{"to": f"+1555077{i:04d}", "name": f"N{i}", "date": "today"} for i in range(1200)]
+    rows += [{"to": f"+155507{i}3003", "name": "U", "date": "today"} for i in range(3)]  # end undelivered
+    run = load_dag().test(run_conf={"recipients": rows, "from": FROM})
+    assert run.state == "success"
+    summary = xcom(run, "summary")
+    assert (summary["chunks"], summary["chunk_size"]) == (3, 401)
+    assert (summary["delivered"], summary["failed"], summary["error_codes"]) == (1200, 3, {"30003": 3})
+    requests = batch_env.stats()["requests"]
+    # A page per chunk, one more where a window's sent-margin (5 s) reaches into the next chunk's messages.
+    assert (requests["create"], requests["fetch"]) == (1203, 0) and 3 <= requests["list"] <= 6

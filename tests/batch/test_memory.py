@@ -56,7 +56,7 @@ del out; gc.collect()
 for ref in refs:  # as if every chunk had been sent and tracked
     records = [message_record(r["row"], r["to"], f"SM{r['row']:032x}", "delivered")
                for r in tasks.read_manifest(layout, ref)]
-    tasks.write_tracked(layout, ref["chunk"], records)
+    tasks.write_tracked(layout, ref, records)
 del records; gc.collect()
 before = status("VmRSS"); reset_peak()
 started = time.monotonic()

@@ -54,7 +54,8 @@ def results(layout: RunLayout, chunk: int, records, complete: bool) -> None:
 
 def test_summary_after_a_send_that_died_mid_chunk_and_failed_tracking(tmp_path):
     layout, out = prepared()
-    assert [(ref["chunk"], ref["rows"]) for ref in out["chunks"]] == [(0, 2), (1, 2)]
+    assert out["chunks"] == [0, 1]
+    assert [len(tasks.read_manifest(layout, chunk)) for chunk in out["chunks"]] == [2, 2]
     assert out["counts"]["invalid"] == 1 and out["counts"]["to_send"] == 4
     delivered = message_record(1, "+15550000001", "SM1", "delivered")
     undelivered = message_record(2, "+15550000002", "SM2", "undelivered", 30003)
@@ -156,10 +157,19 @@ def test_chunk_size_grows_to_fit_max_map_length_and_says_so(caplog):
     params = {"recipients": rows, "body_template": "Hi {name}", "chunk_size": 5}
     with caplog.at_level("WARNING"):
         out = tasks.prepare(params, settings(), [REPO], RunLayout.of("d", "grow"), "k", map_limit=16)
-    assert [ref["rows"] for ref in out["chunks"]] == [7] * 14 + [2]
+    layout = RunLayout.of("d", "grow")
+    assert [len(tasks.read_manifest(layout, chunk)) for chunk in out["chunks"]] == [7] * 14 + [2]
     assert (
         "chunk_size 5 would make 20 chunks, over [core] max_map_length = 16: using chunks of 7" in caplog.text
     )
+
+
+def test_without_chunk_size_the_chunks_are_an_even_split_of_about_ten():
+    from twilio_messaging.batch.prepare import chunk_size_for
+
+    sizes = [chunk_size_for(n, None, 1024) for n in (0, 12, 2_000, 5_001, 12_000, 100_000, 1_000_000)]
+    assert sizes == [1, 12, 500, 501, 1_200, 5_000, 5_000]
+    assert chunk_size_for(4_000, None, 1) == 4_000  # grown to fit a max_map_length of 1
 
 
 def test_too_many_recipients_for_max_map_length_are_refused_naming_the_setting():

@@ -28,6 +28,11 @@ DUPLICATE = "duplicate"
 ALREADY_SENT = "already_sent"
 SKIP_OUTCOMES = (INVALID, OPTED_OUT, DUPLICATE, ALREADY_SENT)
 MAX_CHUNK_SIZE = 5000  # the chunk_size param's maximum: one task's rows stay small in memory and storage
+# Without chunk_size: enough chunks to keep the default pool busy (50 slots / 10 per chunk task = 5 at once,
+# twice over), none smaller than 500 rows, since every task instance has a fixed cost (seconds on Celery,
+# more for a Kubernetes pod), and none larger than the maximum.
+AUTO_CHUNKS = 10
+AUTO_MIN_CHUNK = 500
 
 # Any well-formed number: validates the sender part of a request on its own.
 _PROBE_TO = "+15005550006"
@@ -120,13 +125,24 @@ def is_skipped(item: ManifestRow | SkippedRow) -> TypeGuard[SkippedRow]:
     return "outcome" in item
 
 
-def chunk_size_for(to_send: int, wanted: int, max_map_length: int) -> int:
-    """The chunk size: ``wanted``, grown so that the chunks fit in ``[core] max_map_length`` mapped tasks.
+def auto_chunk_size(to_send: int) -> int:
+    """About ``AUTO_CHUNKS`` chunks of ``AUTO_MIN_CHUNK``..``MAX_CHUNK_SIZE`` rows, split evenly."""
+    if to_send < 1:
+        return 1
+    size = min(MAX_CHUNK_SIZE, max(AUTO_MIN_CHUNK, math.ceil(to_send / AUTO_CHUNKS)))
+    return math.ceil(to_send / math.ceil(to_send / size))
+
+
+def chunk_size_for(to_send: int, wanted: int | None, max_map_length: int) -> int:
+    """The chunk size: ``wanted``, else ``auto_chunk_size``; grown so that the chunks fit in
+    ``[core] max_map_length`` mapped tasks.
 
     Raises ``InvalidInput`` (naming the setting and the numbers) when even ``MAX_CHUNK_SIZE`` cannot fit.
     """
-    if wanted < 1:
+    if wanted is not None and wanted < 1:
         raise InvalidInput("chunk_size", "must be at least 1")
+    if wanted is None:
+        wanted = auto_chunk_size(to_send)
     needed = math.ceil(to_send / max_map_length) if to_send else 1
     if needed > MAX_CHUNK_SIZE:
         raise InvalidInput(

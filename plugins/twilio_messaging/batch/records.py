@@ -41,12 +41,10 @@ class MessageRecord(TypedDict):
     reason: str | None
 
 
-class ChunkRef(TypedDict):
-    """What prepare's XCom holds per chunk (send_chunk's mapped argument): a reference, not the rows."""
-
-    chunk: int
-    rows: int
-    path: str  # relative to the run folder
+# What prepare's XCom holds per chunk (send_chunk's mapped argument): the chunk's index, nothing more. The
+# manifest's path follows from it (``layout.RunLayout.manifest``) and its row count is in ``batch.json``, so
+# the list a mapped task resolves whole stays a few bytes per chunk.
+ChunkRef = int
 
 
 class ChunkResults(TypedDict):
@@ -57,6 +55,9 @@ class ChunkResults(TypedDict):
     sent_at: str | None
     complete: bool
     records: list[MessageRecord]
+    # Twilio's date_created of the first and last message created (every try): tracking lists that window.
+    created_first: NotRequired[str | None]
+    created_last: NotRequired[str | None]
 
 
 class SendCounts(TypedDict):

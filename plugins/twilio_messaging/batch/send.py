@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from twilio_messaging.batch.prepare import Sender
 from twilio_messaging.batch.records import ManifestRow, MessageRecord
 from twilio_messaging.batch.report import message_record
+from twilio_messaging.batch.sweep import CreatedSpan
 from twilio_messaging.batch.throttle import run_workers
 from twilio_messaging.batch.throughput import not_before
 from twilio_messaging.client import AsyncTwilioClient
@@ -74,11 +75,13 @@ async def send_rows(
     give_up_after: float = DEFAULT_GIVE_UP_AFTER,
     results: dict[int, MessageRecord] | None = None,
     pace: Pace | None = None,
+    span: CreatedSpan | None = None,
 ) -> list[MessageRecord]:
     """Send ``rows``; returns one ``message_record`` per row, in row order.
 
     ``sent_since`` is set on a retry of the task: every row not in ``results`` is then looked up before it
-    is sent (as is a row whose manifest carries its own ``since``).
+    is sent (as is a row whose manifest carries its own ``since``). ``span`` collects the messages'
+    creation times (where tracking finds them in Twilio's list).
     """
     results = {} if results is None else results
     queue: asyncio.Queue[ManifestRow] = asyncio.Queue()
@@ -118,6 +121,8 @@ async def send_rows(
                 log.warning("Row %s (%s): %s; trying again in %.1f s", number, to, exc, delay)
                 await asyncio.sleep(delay)
                 continue
+            if span is not None:
+                span.add(message)
             results[number] = message_record(
                 number,
                 to,

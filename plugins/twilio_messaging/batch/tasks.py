@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypedDict, cast
 
 from twilio_messaging.batch import ledger, report
-from twilio_messaging.batch.layout import RunLayout, chunk_name
+from twilio_messaging.batch.layout import RunLayout
 from twilio_messaging.batch.prepare import (
     ALREADY_SENT,
     SKIP_OUTCOMES,
@@ -49,6 +49,7 @@ from twilio_messaging.batch.records import (
 )
 from twilio_messaging.batch.send import Pace, send_rows
 from twilio_messaging.batch.settings import BatchSettings
+from twilio_messaging.batch.sweep import CreatedSpan, ListWindow
 from twilio_messaging.batch.templating import BodyTemplate
 from twilio_messaging.batch.throttle import throttled_client
 from twilio_messaging.batch.throughput import DrainEstimate
@@ -212,10 +213,11 @@ def prepare(
             if estimate is not None and not pace and (refusal := estimate.refusal()) is not None:
                 raise refusal
         del check, sent_before  # the dedupe memory is not needed for cutting the chunks
-        wanted = int(params.get("chunk_size") or 500)
+        given = params.get("chunk_size")
+        wanted = int(given) if given else None
         limit = map_limit or max_map_length()
         size = chunk_size_for(to_send, wanted, limit)
-        if size != wanted:
+        if wanted is not None and size != wanted:
             log.warning(
                 "chunk_size %d would make %d chunks, over [core] max_map_length = %d: using chunks of %d",
                 wanted,
@@ -224,7 +226,8 @@ def prepare(
                 size,
             )
         spool.seek(0)
-        refs = _write_manifests(spool, layout, size)
+        chunk_rows = _write_manifests(spool, layout, size)
+    refs: list[ChunkRef] = list(range(len(chunk_rows)))
     prepared_at = datetime.now(UTC).isoformat()
     summary_counts = {"rows": total, "to_send": to_send, "chunks": len(refs), "chunk_size": size}
     summary_counts.update({outcome: counts[outcome] for outcome in SKIP_OUTCOMES})
@@ -237,6 +240,7 @@ def prepare(
             "counts": summary_counts,
             "chunks": len(refs),
             "chunk_size": size,
+            "chunk_rows": chunk_rows,
             "sender_mps": mps,
             "pace": pace,
             "segments": estimate.segments if estimate else None,
@@ -277,15 +281,16 @@ def prepare(
     }
 
 
-def _write_manifests(spool: Iterable[str], layout: RunLayout, size: int) -> list[ChunkRef]:
-    refs: list[ChunkRef] = []
+def _write_manifests(spool: Iterable[str], layout: RunLayout, size: int) -> list[int]:
+    """One manifest per ``size`` lines; the row count of each."""
+    rows: list[int] = []
     lines = iter(spool)
     while True:
-        chunk = len(refs)
+        chunk = len(rows)
         count = 0
         first = next(lines, None)
         if first is None:
-            return refs
+            return rows
         with open_atomic(layout.manifest(chunk)) as out:
             out.write(first)
             count = 1
@@ -294,7 +299,7 @@ def _write_manifests(spool: Iterable[str], layout: RunLayout, size: int) -> list
                 count += 1
                 if count == size:
                     break
-        refs.append({"chunk": chunk, "rows": count, "path": f"manifests/{chunk_name(chunk, 'jsonl')}"})
+        rows.append(count)
 
 
 def prepared_at(layout: RunLayout) -> str | None:
@@ -314,14 +319,18 @@ def _missing(path: Any, writer: str) -> StorageMismatch:
     )
 
 
-def read_manifest(layout: RunLayout, ref: ChunkRef) -> list[ManifestRow]:
+def read_manifest(layout: RunLayout, chunk: ChunkRef) -> list[ManifestRow]:
     """The chunk's rows; a missing or short manifest is an error, never an empty chunk."""
-    path = layout.folder / ref["path"]
+    batch = read_json(layout.batch)
+    if not isinstance(batch, dict):
+        raise _missing(layout.batch, "prepare")
+    path = layout.manifest(chunk)
     if not path.exists():
         raise _missing(path, "prepare")
     rows: list[ManifestRow] = list(ledger.iter_jsonl(path))  # type: ignore[arg-type]
-    if len(rows) != ref["rows"]:
-        raise StorageMismatch(f"{path} holds {len(rows)} rows, prepare wrote {ref['rows']}")
+    expected = batch["chunk_rows"][chunk]
+    if len(rows) != expected:
+        raise StorageMismatch(f"{path} holds {len(rows)} rows, prepare wrote {expected}")
     return rows
 
 
@@ -347,8 +356,8 @@ def send_chunk(
     connection = connection or TwilioHook(DEFAULT_CONN_ID).connection_settings()
     sender = sender_from_params(params, settings)
     concurrency = concurrency_from_params(params, settings)
-    chunk = ref["chunk"]
-    rows = read_manifest(layout, ref)
+    chunk = ref
+    rows = read_manifest(layout, chunk)
     prior = _load_results(layout, chunk)
     by_row = {row["row"]: row["to"] for row in rows}
     results: dict[int, MessageRecord] = {}
@@ -359,6 +368,9 @@ def send_chunk(
     started_at = prior["started_at"] if prior else datetime.now(UTC).isoformat()
     since = datetime.fromisoformat(started_at) if prior else None
     path = layout.results(chunk)
+    span = CreatedSpan()
+    if prior is not None:
+        span.merge(prior.get("created_first"), prior.get("created_last"))
 
     def save(records: list[MessageRecord], complete: bool, sent_at: str | None = None) -> None:
         state: ChunkResults = {
@@ -368,6 +380,7 @@ def send_chunk(
             "complete": complete,
             "records": sorted(records, key=lambda record: record["row"]),
         }
+        state["created_first"], state["created_last"] = span.stored()
         write_json_atomic(path, state)
 
     save(list(results.values()), complete=len(results) == len(rows))  # "started": written before any send
@@ -407,6 +420,7 @@ def send_chunk(
                     give_up_after=settings.send_timeout,
                     results=results,
                     pace=pace,
+                    span=span,
                 )
         finally:
             stop.set()
@@ -507,15 +521,25 @@ def track_poke(
     connection = connection or TwilioHook(DEFAULT_CONN_ID).connection_settings()
     concurrency = concurrency_from_params(params, settings)
 
+    window = ListWindow.of(
+        sender_from_params(params, settings).from_, results.get("created_first"), results.get("created_last")
+    )
+
     async def run() -> Any:
         client, _ = throttled_client(connection, concurrency, account_sid=params.get("accountSid") or None)
         async with client:
-            return await poll_chunk(client, records, store, concurrency=concurrency, final=final_poke)
+            return await poll_chunk(
+                client, records, store, concurrency=concurrency, final=final_poke, window=window
+            )
 
     result = asyncio.run(run())
     log.info(
-        "Chunk %s: fetched %d statuses, %d still in flight%s",
+        "Chunk %s: %d statuses from %d list pages (%d messages listed), %d fetched by SID, %d still in "
+        "flight%s",
         chunk,
+        result.from_list,
+        result.pages,
+        result.listed,
         result.fetched,
         result.pending,
         " (status timeout reached: reported as unconfirmed)" if final_poke and result.pending else "",

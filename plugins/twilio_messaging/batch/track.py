@@ -1,11 +1,15 @@
-"""Tracking one chunk: each poke fetches, concurrently, the status of every message not yet final.
+"""Tracking one chunk: each poke reads the status of every message not yet final.
+
+A poke with many messages in flight lists the chunk's window of Twilio's message list (``sweep``: up to
+1,000 statuses per request) and fetches by SID, concurrently, what the list did not show; a poke with few
+left fetches them by SID.
 
 A reschedule-mode sensor loses its own XComs each time it starts again (apache/airflow#39532), so what
 a poke learned is kept in a ``TrackStore``: the DAG keeps it next to the chunk in storage
 (``tracking/chunk-N.json``, ``StorageStore``), readable from any worker; tests may use a dict.
-Only final statuses are stored: a message that reached one is never fetched again. Together with a
-first fetch no earlier than ``first_fetch_after`` seconds after sending (a message is rarely final sooner),
-that keeps the fetches per message near one.
+Only final statuses are stored: a message that reached one is never fetched again (a list page may still
+show it among the others). Together with a first poke no earlier than ``first_fetch_after`` seconds after
+sending (a message is rarely final sooner), that keeps the requests per message at one or below.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from airflow.sdk import ObjectStoragePath
 
 from twilio_messaging.batch.records import MessageRecord
 from twilio_messaging.batch.report import final_record, message_record
+from twilio_messaging.batch.sweep import ListWindow, SweepResult, sweep, worth_listing
 from twilio_messaging.batch.throttle import run_workers
 from twilio_messaging.client import AsyncTwilioClient
 from twilio_messaging.errors import ACCOUNT_WIDE_STATUSES, TwilioAPIError, TwilioUnreachableError
@@ -81,8 +86,11 @@ class StorageStore:
 class PokeResult:
     done: bool
     records: list[MessageRecord]
-    fetched: int
+    fetched: int  # messages fetched by SID
     pending: int
+    listed: int = 0  # messages shown by list pages
+    pages: int = 0
+    from_list: int = 0  # pending messages whose status a list page gave
 
 
 def pending_sids(records: Sequence[MessageRecord], known: Known) -> list[str]:
@@ -166,8 +174,10 @@ async def poll_chunk(
     concurrency: int,
     final: bool = False,
     checkpoint_every: float = 1.0,
+    window: ListWindow | None = None,
 ) -> PokeResult:
-    """One poke: fetch what is still pending, remember what became final, say whether the chunk is done.
+    """One poke: read what is still pending (listing ``window`` first when that is cheaper), remember what
+    became final, say whether the chunk is done.
 
     ``final`` (the status timeout has passed) ends tracking; messages still in flight are then reported as
     unconfirmed (``final_record``).
@@ -175,12 +185,18 @@ async def poll_chunk(
     known = store.load()
     sids = pending_sids(records, known)
     fetched: Known = {}
+    to_fetch = sids
+    listing = SweepResult()
     if sids:
         # Final statuses are saved while the poke runs too: a poke killed half-way does not fetch them again.
         stop = asyncio.Event()
         keeper = asyncio.create_task(_checkpoints(store, known, fetched, checkpoint_every, stop))
         try:
-            await fetch_statuses(client, sids, concurrency, fetched)
+            tracked = sum(1 for record in records if record.get("sid"))
+            if window is not None and worth_listing(len(sids), tracked):
+                listing = await sweep(client, window, sids, fetched)
+                to_fetch = listing.missing
+            await fetch_statuses(client, to_fetch, concurrency, fetched)
         finally:
             stop.set()
             await asyncio.gather(keeper, return_exceptions=True)
@@ -194,4 +210,12 @@ async def poll_chunk(
         current = [final_record(record) for record in current]
     elif newly_final:
         store.save(known)
-    return PokeResult(done=done, records=current, fetched=len(sids), pending=still_pending)
+    return PokeResult(
+        done=done,
+        records=current,
+        fetched=len(to_fetch),
+        pending=still_pending,
+        listed=listing.listed,
+        pages=listing.pages,
+        from_list=listing.found,
+    )

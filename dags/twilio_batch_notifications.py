@@ -34,7 +34,7 @@ DOC_MD = f"""
 
 Sends one SMS to every valid recipient of a list and follows each message to its final status. Rows live
 in object storage (`${STORAGE_ENV}`, default `file://$AIRFLOW_HOME/twilio_messaging`, one folder per run);
-XCom carries references and counts.
+XCom carries chunk indices and counts.
 
     prepare >> send_chunk[i] >> track_chunk[i] >> summary >> check_failure_rate
 

@@ -1,6 +1,6 @@
 """Scheduled batch notifications: recipients in, one tracked SMS per valid recipient out.
 
-Rows live in object storage (``twilio_messaging.storage``); XCom carries references and counts. The pieces,
+Rows live in object storage (``twilio_messaging.storage``); XCom carries chunk indices and counts. The pieces,
 in the order a batch runs through them:
 
 - ``templating``: the message body template (``{field}`` placeholders, values are data, never Jinja);
@@ -11,7 +11,8 @@ in the order a batch runs through them:
 - ``layout`` and ``records``: where a run's files live and what they hold;
 - ``throttle``: the bounded, 429-aware concurrency shared by sending and tracking;
 - ``send``: sending one chunk concurrently through the duplicate-safe ``AsyncTwilioClient``;
-- ``track``: one poke = one concurrent status fetch of a chunk's unfinished messages;
+- ``track``: one poke = one read of the statuses of a chunk's unfinished messages;
+- ``sweep``: that read from Twilio's message list, 1,000 statuses per request, fetching by SID the rest;
 - ``report``: the streamed summary (counts, failures by code with meanings) and the per-recipient report;
 - ``tasks``: the DAG's callables over params, settings and the run's folder.
 """

@@ -1,7 +1,7 @@
 """The callables of the ``twilio_batch_notifications`` DAG: plain functions over params, settings and the
 run's storage folder (``layout.RunLayout``), so tests call them without a scheduler.
 
-Rows live in storage; what goes through XCom is small: chunk references from prepare, counts from
+Rows live in storage; what goes through XCom is small: chunk indices from prepare, counts from
 send_chunk and track_chunk, the summary (with the report's path).
 """
 

@@ -15,7 +15,7 @@ from airflow.sdk.types import DagRunProtocol, RuntimeTaskInstanceProtocol
 
 from twilio_messaging.batch import tasks
 from twilio_messaging.batch.layout import RunLayout
-from twilio_messaging.batch.prepare import MAX_CHUNK_SIZE
+from twilio_messaging.batch.prepare import AUTO_CHUNKS, AUTO_MIN_CHUNK, MAX_CHUNK_SIZE
 from twilio_messaging.batch.records import ChunkRef, SendCounts
 from twilio_messaging.batch.report import REPORT_FORMATS
 from twilio_messaging.batch.settings import BatchSettings
@@ -43,11 +43,11 @@ XCom carries chunk indices and counts.
   numbers already sent under the run's `dedupe_key` by an earlier run (default: the run's day, so a
   scheduled and a manual run on the same day send each recipient once; `allow_resend` sends again),
   renders `body_template` (`{{field}}` placeholders; row values are inserted as plain text, never
-  evaluated) and writes one manifest per chunk (`chunk_size`, by default as few chunks as keep each at
-  most {MAX_CHUNK_SIZE:,}; grown when the chunks would exceed `[core] max_map_length`). With `sender_mps`
-  it refuses a batch the sender cannot drain within Twilio's ValidityPeriod (10 h), unless `pace` spreads
-  the sends at that rate. A bad template or sender fails the
-  run before anything is sent; bad rows are reported, not sent.
+  evaluated) and writes one manifest per chunk (`chunk_size`; by default about {AUTO_CHUNKS} chunks of
+  {AUTO_MIN_CHUNK:,}–{MAX_CHUNK_SIZE:,} rows; grown when the chunks would exceed `[core] max_map_length`).
+  With `sender_mps` it refuses a batch the sender cannot drain within Twilio's ValidityPeriod (10 h), unless
+  `pace` spreads the sends at that rate. A bad template or sender fails the run before anything is sent;
+  bad rows are reported, not sent.
 - **send_chunk** (one task per chunk, pool `{SETTINGS.pool}`, {SETTINGS.concurrency} slots each) reads only
   its own manifest and sends it with up to `concurrency` requests in flight, checkpointing its results to
   storage. A 429 halves the concurrency and waits; nothing is dropped and nothing is sent twice (a retry
@@ -134,9 +134,9 @@ with DAG(
             maximum=MAX_CHUNK_SIZE,
             title="Chunk size",
             description=(
-                f"Recipients per send/track task. Empty (the default): as few chunks as keep each at most "
-                f"{MAX_CHUNK_SIZE:,}, split evenly. Grown automatically when the chunks would exceed "
-                "Airflow's [core] max_map_length."
+                f"Recipients per send/track task. Empty (the default): about {AUTO_CHUNKS} chunks of "
+                f"{AUTO_MIN_CHUNK:,}-{MAX_CHUNK_SIZE:,} rows, split evenly. Grown automatically when the "
+                "chunks would exceed Airflow's [core] max_map_length."
             ),
         ),
         "concurrency": Param(

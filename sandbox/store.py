@@ -106,12 +106,6 @@ class MessageStore:
         with self._lock:
             return self._messages.get(sid)
 
-    def for_account(self, account_sid: str) -> list[MessageRecord]:
-        """The account's messages, oldest first."""
-        with self._lock:
-            account = self._accounts.get(account_sid)
-            return list(account.records) if account else []
-
     def account_index(self, account_sid: str) -> AccountMessages:
         """The account's listing index itself, not a copy: the event loop is the only writer, and a list
         request reads it without awaiting, so it cannot change under the reader."""

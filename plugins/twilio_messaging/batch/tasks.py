@@ -340,7 +340,7 @@ def _load_results(layout: RunLayout, chunk: int) -> ChunkResults | None:
 
 
 def send_chunk(
-    ref: ChunkRef,
+    chunk: ChunkRef,
     params: Mapping[str, Any],
     settings: BatchSettings,
     layout: RunLayout,
@@ -356,7 +356,6 @@ def send_chunk(
     connection = connection or TwilioHook(DEFAULT_CONN_ID).connection_settings()
     sender = sender_from_params(params, settings)
     concurrency = concurrency_from_params(params, settings)
-    chunk = ref
     rows = read_manifest(layout, chunk)
     prior = _load_results(layout, chunk)
     by_row = {row["row"]: row["to"] for row in rows}

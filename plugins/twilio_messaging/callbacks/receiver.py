@@ -49,12 +49,18 @@ class _AuthTokens:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, str]] = {}
 
-    def get(self, conn_id: str) -> str:
-        now = time.monotonic()
+    def cached(self, conn_id: str) -> str | None:
         with self._lock:
             cached = self._cache.get(conn_id)
-            if cached and now - cached[0] < TOKEN_CACHE_SECONDS:
-                return cached[1]
+        if cached and time.monotonic() - cached[0] < TOKEN_CACHE_SECONDS:
+            return cached[1]
+        return None
+
+    def get(self, conn_id: str) -> str:
+        """The token, from the connection when not cached (reads the metadata DB or a secrets backend)."""
+        if (token := self.cached(conn_id)) is not None:
+            return token
+        now = time.monotonic()
         from twilio_messaging.hooks.twilio import TwilioHook
 
         token = TwilioHook(conn_id).connection_settings().secret
@@ -139,7 +145,9 @@ async def status_callback(request: Request) -> Response:
     except (UnicodeDecodeError, ValueError):
         return _empty(status.HTTP_400_BAD_REQUEST)
     try:
-        token = await run_in_threadpool(auth_tokens.get, settings.conn_id)
+        token = auth_tokens.cached(settings.conn_id)
+        if token is None:
+            token = await run_in_threadpool(auth_tokens.get, settings.conn_id)
     except Exception as exc:  # the hook's errors never hold the secret; the reason helps the operator
         log.error("Cannot check status callbacks: connection %r: %s", settings.conn_id, exc)
         return _empty(status.HTTP_503_SERVICE_UNAVAILABLE)

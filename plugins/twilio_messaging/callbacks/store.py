@@ -253,6 +253,8 @@ class PostgresStore(_SqlStore):
             ) from exc
         self._errors: tuple[type[Exception], ...] = (psycopg2.Error,)
         self._display = _without_password(dsn)
+        # ThreadedConnectionPool raises when every connection is out; callers wait for one instead.
+        self._slots = threading.BoundedSemaphore(pool_size)
         try:
             self._pool = ThreadedConnectionPool(
                 1, pool_size, dsn=dsn.replace("postgresql+psycopg2", "postgresql")
@@ -263,17 +265,18 @@ class PostgresStore(_SqlStore):
 
     @contextmanager
     def _cursor(self) -> Iterator[Any]:
-        try:
-            conn = self._pool.getconn()
-        except self._errors as exc:
-            raise StoreError(f"callback store {self._display}: {exc}".strip()) from exc
-        try:
-            with conn, conn.cursor() as cur:  # psycopg2: `with conn` commits, or rolls back on an error
-                yield cur
-        except self._errors as exc:
-            raise StoreError(f"callback store {self._display}: {exc}".strip()) from exc
-        finally:
-            self._pool.putconn(conn)
+        with self._slots:
+            try:
+                conn = self._pool.getconn()
+            except self._errors as exc:
+                raise StoreError(f"callback store {self._display}: {exc}".strip()) from exc
+            try:
+                with conn, conn.cursor() as cur:  # psycopg2: `with conn` commits, or rolls back on an error
+                    yield cur
+            except self._errors as exc:
+                raise StoreError(f"callback store {self._display}: {exc}".strip()) from exc
+            finally:
+                self._pool.putconn(conn)
 
     def close(self) -> None:
         self._pool.closeall()

@@ -12,6 +12,9 @@
 - ``TWILIO_CALLBACK_MAX_BODY``: the largest callback body accepted, in bytes (default 16 KiB; Twilio's
   message status callbacks are well under 1 KiB).
 - ``TWILIO_CALLBACK_CONN_ID``: the connection whose auth token signs callbacks (default ``twilio_default``).
+- ``TWILIO_CALLBACK_GRACE``: with callbacks on, seconds after sending during which tracking waits for a
+  callback and does not ask Twilio (default 300: most messages are final within a minute); after it,
+  tracking polls as it does without callbacks, so a late or lost callback costs time, never an outcome.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ STORE_ENV = "TWILIO_CALLBACK_STORE"
 TTL_ENV = "TWILIO_CALLBACK_TTL"
 MAX_BODY_ENV = "TWILIO_CALLBACK_MAX_BODY"
 CONN_ID_ENV = "TWILIO_CALLBACK_CONN_ID"
+GRACE_ENV = "TWILIO_CALLBACK_GRACE"
 
 # Where the plugin's app is mounted, and the receiver's path in it (the stable interface of the guide).
 URL_PREFIX = "/twilio-messages"
@@ -37,6 +41,7 @@ RECEIVER_PATH = "/status-callback"
 
 DEFAULT_TTL = 2 * 24 * 3600.0
 DEFAULT_MAX_BODY = 16 * 1024
+DEFAULT_GRACE = 300.0
 STORE_FILE = "twilio_callbacks.sqlite3"
 
 
@@ -47,6 +52,7 @@ class CallbackSettings:
     ttl: float
     max_body: int
     conn_id: str
+    grace: float = DEFAULT_GRACE
 
     @property
     def enabled(self) -> bool:
@@ -86,4 +92,5 @@ def callback_settings(environ: Mapping[str, str] | None = None) -> CallbackSetti
         ttl=envvars.seconds(TTL_ENV, DEFAULT_TTL, env),
         max_body=envvars.positive_int(MAX_BODY_ENV, DEFAULT_MAX_BODY, env),
         conn_id=env.get(CONN_ID_ENV, "").strip() or DEFAULT_CONN_ID,
+        grace=envvars.seconds(GRACE_ENV, DEFAULT_GRACE, env),
     )

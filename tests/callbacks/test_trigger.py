@@ -120,3 +120,40 @@ def test_serializes_without_secrets(twilio):
     assert kwargs["twilio_conn_id"] == "twilio_default" and kwargs["message_sid"] == sid
     again = TwilioMessageStatusTrigger(**kwargs)
     assert again.serialize() == (classpath, kwargs)
+
+
+def test_many_waits_share_one_store_read_per_interval(twilio, store_url, monkeypatch):
+    """Thousands of waits in one triggerer cost one bulk read per interval, not one read each."""
+    from twilio_messaging.callbacks.store import SqliteStore
+
+    reads = []
+    get_many = SqliteStore.get_many
+
+    def counted(self, sids):
+        reads.append(len(sids))
+        return get_many(self, sids)
+
+    monkeypatch.setattr(SqliteStore, "get_many", counted)
+    sids = [create(twilio, STAYS_SENT) for _ in range(30)]
+    store = store_from_url(store_url, 3600)
+
+    async def all_of_them() -> tuple[list[dict], int]:
+        waits = [trigger_for(sid, callback_check_interval=0.2) for sid in sids]
+
+        async def first(trigger):
+            async for event in trigger.run():
+                return event.payload
+
+        tasks = [asyncio.create_task(first(t)) for t in waits]
+        await asyncio.sleep(0.5)
+        for sid in sids:
+            await asyncio.to_thread(store.record, StatusUpdate(sid, "delivered"))
+        return await asyncio.wait_for(asyncio.gather(*tasks), 20)
+
+    started = time.monotonic()
+    events = asyncio.run(all_of_them())
+    elapsed = time.monotonic() - started
+    assert {e["source"] for e in events} == {"callback"}
+    assert len(reads) <= elapsed / 0.2 + 2  # one read per interval for all 30, not 30 per interval
+    assert max(reads) == 30
+    assert twilio.stats()["requests"]["fetch"] == 0

@@ -142,7 +142,7 @@ class _SqlStore(CallbackStore):
 
     @abstractmethod
     @contextmanager
-    def _cursor(self) -> Iterator[Any]:
+    def _cursor(self, write: bool = True) -> Iterator[Any]:
         """A cursor in a transaction that commits on exit (rolls back on an error)."""
 
     def _sql(self, statement: str) -> str:
@@ -177,7 +177,7 @@ class _SqlStore(CallbackStore):
         wanted = list(dict.fromkeys(sids))
         found: dict[str, StatusUpdate] = {}
         now = time.time()
-        with self._cursor() as cur:
+        with self._cursor(write=False) as cur:
             for start in range(0, len(wanted), READ_CHUNK):
                 chunk = wanted[start : start + READ_CHUNK]
                 marks = ", ".join([self.placeholder] * len(chunk))
@@ -217,11 +217,12 @@ class SqliteStore(_SqlStore):
         return conn
 
     @contextmanager
-    def _cursor(self) -> Iterator[sqlite3.Cursor]:
+    def _cursor(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
         try:
             conn = self._connection()
             cur = conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            # A writer takes the lock up front (no upgrade deadlock); readers see a WAL snapshot, unblocked.
+            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.Error as exc:
             raise StoreError(f"callback store {self.path}: {exc}") from exc
         try:
@@ -264,7 +265,7 @@ class PostgresStore(_SqlStore):
         self._create()
 
     @contextmanager
-    def _cursor(self) -> Iterator[Any]:
+    def _cursor(self, write: bool = True) -> Iterator[Any]:
         with self._slots:
             try:
                 conn = self._pool.getconn()

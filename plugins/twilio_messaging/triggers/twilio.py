@@ -1,7 +1,8 @@
 """``TwilioMessageStatusTrigger``: wait in the triggerer for a message's final status, push first.
 
-One asyncio task per message wait, holding no worker slot: it looks in the callback store every
-``callback_check_interval`` seconds (a callback wakes it within that), and fetches the message from Twilio
+One asyncio task per message wait, holding no worker slot. Every trigger of the triggerer's event loop shares
+one look into the callback store per ``callback_check_interval`` (one bulk read for thousands of waits; a
+callback wakes its trigger within that interval), and each fetches its message from Twilio
 (async httpx) at ``poll_interval``, doubling to ``max_poll_interval``, as a backup for callbacks that are
 late, lost or off. A fetch that meets 429 waits as ``Retry-After`` says (``AsyncTwilioClient``'s retry
 policy) while the store is still watched. It serializes the connection id, never a credential.
@@ -20,7 +21,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from twilio_messaging.callbacks.store import CallbackStore, StoreError, open_store
+from twilio_messaging.callbacks.store import CallbackStore, StatusUpdate, StoreError, open_store
 from twilio_messaging.connection import DEFAULT_CONN_ID
 from twilio_messaging.errors import TwilioError, TwilioUnreachableError
 from twilio_messaging.statuses import FAILED_STATUSES, is_terminal
@@ -33,6 +34,62 @@ _REPORTED_FIELDS = ("sid", "status", "error_code", "error_message", "date_create
 
 def _reported(message: dict[str, Any]) -> dict[str, Any]:
     return {key: message.get(key) for key in _REPORTED_FIELDS}
+
+
+class CallbackWatch:
+    """The SIDs the triggers of one event loop wait for, read from the store in one bulk read per interval.
+
+    A trigger registers its SID and gets a future, resolved with the first final status the store holds.
+    The reading task runs while anyone waits; a store that cannot be read is logged and tried again.
+    """
+
+    def __init__(self, store: CallbackStore, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.reads = 0
+        self._waiting: dict[str, set[asyncio.Future[StatusUpdate]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def register(self, sid: str) -> asyncio.Future[StatusUpdate]:
+        future: asyncio.Future[StatusUpdate] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(sid, set()).add(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._read_loop())
+        return future
+
+    def unregister(self, sid: str, future: asyncio.Future[StatusUpdate]) -> None:
+        futures = self._waiting.get(sid)
+        if futures is not None:
+            futures.discard(future)
+            if not futures:
+                del self._waiting[sid]
+
+    async def _read_loop(self) -> None:
+        while self._waiting:
+            sids = list(self._waiting)
+            try:
+                found = await asyncio.to_thread(self.store.get_many, sids)
+            except StoreError as exc:
+                log.warning("Callback store unavailable (%s); polling Twilio meanwhile", exc)
+                found = {}
+            self.reads += 1
+            for sid, update in found.items():
+                if is_terminal(update.status):
+                    for future in self._waiting.pop(sid, set()):
+                        if not future.done():
+                            future.set_result(update)
+            await asyncio.sleep(self.interval)
+
+
+_watches: dict[tuple[int, int, float], CallbackWatch] = {}
+
+
+def callback_watch(store: CallbackStore, interval: float) -> CallbackWatch:
+    """The watch shared by the triggers of the running event loop (the triggerer runs them all in one)."""
+    key = (id(asyncio.get_running_loop()), id(store), interval)
+    if key not in _watches:
+        _watches[key] = CallbackWatch(store, interval)
+    return _watches[key]
 
 
 class TwilioMessageStatusTrigger(BaseTrigger):
@@ -99,16 +156,6 @@ class TwilioMessageStatusTrigger(BaseTrigger):
             log.warning("No callback store (%s); polling Twilio only", exc)
             return None
 
-    async def _from_store(self, store: CallbackStore | None) -> dict[str, Any] | None:
-        if store is None:
-            return None
-        try:
-            update = await asyncio.to_thread(store.get, self.message_sid)
-        except StoreError as exc:
-            log.warning("Callback store unavailable (%s); polling Twilio meanwhile", exc)
-            return None
-        return update.as_message() if update is not None and is_terminal(update.status) else None
-
     # ---- the wait --------------------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -119,15 +166,17 @@ class TwilioMessageStatusTrigger(BaseTrigger):
         except TwilioError as exc:
             yield TriggerEvent({"status": "error", "error": str(exc), "message": last})
             return
+        watch = callback_watch(store, self.callback_check_interval) if store is not None else None
+        called_back = watch.register(self.message_sid) if watch is not None else None
         async with client:
             interval = self.poll_interval
             next_poll = time.monotonic() + interval
             fetch: asyncio.Task[dict[str, Any]] | None = None
             try:
                 while True:
-                    called_back = await self._from_store(store)
-                    if called_back is not None:
-                        yield TriggerEvent(await self._done_by_callback(client, called_back))
+                    if called_back is not None and called_back.done():
+                        message = called_back.result().as_message()
+                        yield TriggerEvent(await self._done_by_callback(client, message))
                         return
                     if fetch is not None and fetch.done():
                         try:
@@ -148,14 +197,18 @@ class TwilioMessageStatusTrigger(BaseTrigger):
                         return
                     if fetch is None and time.monotonic() >= next_poll:
                         fetch = asyncio.create_task(client.fetch_message(self.message_sid))
-                    wait = max(0.0, min(self.callback_check_interval, next_poll - time.monotonic()))
-                    if fetch is not None:
-                        await asyncio.wait({fetch}, timeout=self.callback_check_interval)
+                    waits: set[asyncio.Future[Any]] = {f for f in (fetch, called_back) if f is not None}
+                    until = min(next_poll - time.monotonic(), self.deadline - time.time())
+                    timeout = None if fetch is not None else max(0.0, until)
+                    if waits:
+                        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                     else:
-                        await asyncio.sleep(wait or self.callback_check_interval)
+                        await asyncio.sleep(timeout or 0.0)
             finally:
                 if fetch is not None and not fetch.done():
                     fetch.cancel()
+                if watch is not None and called_back is not None:
+                    watch.unregister(self.message_sid, called_back)
 
     async def _done_by_callback(self, client: Any, message: dict[str, Any]) -> dict[str, Any]:
         """A callback carries no error message: for a failure, fetch the resource once for its text."""

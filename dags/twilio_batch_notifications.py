@@ -17,12 +17,11 @@ from twilio_messaging.batch import tasks
 from twilio_messaging.batch.layout import RunLayout
 from twilio_messaging.batch.prepare import AUTO_CHUNKS, AUTO_MIN_CHUNK, MAX_CHUNK_SIZE
 from twilio_messaging.batch.records import ChunkRef, SendCounts
-from twilio_messaging.batch.report import REPORT_FORMATS
-from twilio_messaging.batch.settings import BatchSettings
-from twilio_messaging.storage import STORAGE_ENV
+from twilio_messaging.contract import BATCH_DAG_ID, REPORT_FORMATS
+from twilio_messaging.settings import STORAGE_ENV, BatchSettings
 from twilio_messaging.validation import BODY_MAX_CHARS, PARAM_SCHEMAS
 
-# Read when the file is parsed; see twilio_messaging/batch/settings.py for every variable.
+# Read when the file is parsed; twilio_messaging/settings.py lists every variable.
 SETTINGS = BatchSettings.from_env()
 # Relative paths in params: first from the project root (where include/ lives), then from dags/.
 BASE_DIRS = (Path(__file__).resolve().parent.parent, Path(__file__).resolve().parent)
@@ -68,7 +67,7 @@ Needs the pool: `airflow pools set {SETTINGS.pool} 50 "Twilio API concurrency"`.
 """
 
 with DAG(
-    dag_id="twilio_batch_notifications",
+    dag_id=BATCH_DAG_ID,
     schedule=SETTINGS.schedule,
     start_date=datetime(2024, 1, 1),
     catchup=False,

@@ -96,7 +96,7 @@ def test_schedule_parses_and_every_param_default_is_valid(airflow_db, monkeypatc
     # The defaults also make a usable batch: the sample file, template and opt-out list work together.
     from twilio_messaging.batch import tasks
     from twilio_messaging.batch.layout import RunLayout
-    from twilio_messaging.batch.settings import BatchSettings
+    from twilio_messaging.settings import BatchSettings
 
     layout = RunLayout.of(DAG_ID, "defaults")
     prepared = tasks.prepare(defaults, BatchSettings.from_env(), [REPO, REPO / "dags"], layout, "k")

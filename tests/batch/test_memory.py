@@ -31,7 +31,7 @@ def reset_peak():
 from twilio_messaging.batch import tasks
 from twilio_messaging.batch.layout import RunLayout
 from twilio_messaging.batch.report import message_record
-from twilio_messaging.batch.settings import BatchSettings
+from twilio_messaging.settings import BatchSettings
 
 folder, rows = Path(sys.argv[1]), int(sys.argv[2])
 source = folder / "recipients.csv"

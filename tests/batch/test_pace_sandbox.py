@@ -15,8 +15,8 @@ import pytest
 
 from twilio_messaging.batch import tasks
 from twilio_messaging.batch.layout import RunLayout
-from twilio_messaging.batch.settings import BatchSettings
 from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.settings import BatchSettings
 
 REPO = Path(__file__).resolve().parents[2]
 MPS = 3.0

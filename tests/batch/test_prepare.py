@@ -11,17 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from twilio_messaging.batch.prepare import (
-    ALREADY_SENT,
-    DUPLICATE,
-    INVALID,
-    OPTED_OUT,
     Sender,
     chunked,
     prepare_batch,
 )
 from twilio_messaging.batch.recipients import (
     RecipientsError,
-    allowed_data_dirs,
     load_opt_out,
     load_rows,
     normalise_number,
@@ -30,6 +25,8 @@ from twilio_messaging.batch.recipients import (
 )
 from twilio_messaging.batch.report import ReportWriter, build_records, message_record, summarise
 from twilio_messaging.batch.templating import BodyTemplate, MissingField, TemplateError
+from twilio_messaging.contract import ALREADY_SENT, DUPLICATE, INVALID, OPTED_OUT
+from twilio_messaging.settings import batch_data_dirs as allowed_data_dirs
 from twilio_messaging.validation import InvalidInput
 
 REPO = Path(__file__).resolve().parents[2]

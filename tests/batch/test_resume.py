@@ -20,8 +20,8 @@ import pytest
 
 from twilio_messaging.batch import ledger, tasks
 from twilio_messaging.batch.layout import RunLayout
-from twilio_messaging.batch.settings import BatchSettings
 from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.settings import BatchSettings
 from twilio_messaging.storage import read_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ WORKER = """
 import json, sys
 from twilio_messaging.batch import tasks
 from twilio_messaging.batch.layout import RunLayout
-from twilio_messaging.batch.settings import BatchSettings
+from twilio_messaging.settings import BatchSettings
 from twilio_messaging.connection import TwilioConnection
 
 spec = json.loads(sys.stdin.read())

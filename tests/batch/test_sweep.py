@@ -12,13 +12,13 @@ import pytest
 
 from tests.batch.test_send_track import SENDER, connection, row, rows
 from twilio_messaging.batch import sweep as sweep_module
-from twilio_messaging.batch.report import DELIVERED, FAILED
 from twilio_messaging.batch.send import send_rows
 from twilio_messaging.batch.sweep import CreatedSpan, ListWindow, worth_listing
 from twilio_messaging.batch.throttle import throttled_client
 from twilio_messaging.batch.track import MemoryStore, poll_chunk
 from twilio_messaging.client import AsyncTwilioClient
 from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.contract import DELIVERED, FAILED
 from twilio_messaging.errors import TwilioAPIError
 
 

@@ -11,9 +11,9 @@ import pytest
 from twilio_messaging.batch import ledger, tasks
 from twilio_messaging.batch.layout import RunLayout
 from twilio_messaging.batch.report import message_record, summarise
-from twilio_messaging.batch.settings import BatchSettings
 from twilio_messaging.batch.track import StorageStore
 from twilio_messaging.errors import TwilioAPIError, TwilioConfigError, TwilioUnreachableError
+from twilio_messaging.settings import BatchSettings
 from twilio_messaging.storage import read_json, write_json_atomic
 from twilio_messaging.validation import InvalidInput
 

@@ -12,9 +12,9 @@ import pytest
 from twilio_messaging.batch import tasks
 from twilio_messaging.batch.layout import RunLayout
 from twilio_messaging.batch.send import Pace
-from twilio_messaging.batch.settings import BatchSettings
 from twilio_messaging.batch.throughput import VALIDITY_PERIOD_S, DrainEstimate, segments
 from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.settings import BatchSettings
 from twilio_messaging.validation import InvalidInput
 
 REPO = Path(__file__).resolve().parents[2]

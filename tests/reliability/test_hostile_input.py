@@ -163,8 +163,9 @@ def test_malformed_workflow_confs_are_refused_naming_the_field_or_sent_exactly(r
 
     from twilio_messaging.client import TwilioClient
     from twilio_messaging.connection import TwilioConnection
+    from twilio_messaging.operators.twilio import resolve_account_sid
     from twilio_messaging.validation import InvalidInput
-    from twilio_messaging.workflow import prepare_send
+    from twilio_messaging.workflow.inputs import check_inputs
 
     connection = TwilioConnection(base_url=rel.base_url, username=rel.account_sid, secret=TOKEN)
     seen = {"examples": 0, "param_refused": 0, "task_refused": 0, "sent": 0}
@@ -181,7 +182,8 @@ def test_malformed_workflow_confs_are_refused_naming_the_field_or_sent_exactly(r
             seen["param_refused"] += 1
             return
         try:
-            account, request = prepare_send(params, connection, conf)
+            request, account_input = check_inputs(params, conf)
+            account = resolve_account_sid(account_input, connection)
         except InvalidInput as exc:
             unknown = ", ".join(sorted(key for key in conf if key not in WORKFLOW_FIELDS))
             known = {*WORKFLOW_FIELDS, "from/messagingServiceSid", "body/mediaUrl"}
@@ -270,7 +272,7 @@ def test_malformed_batch_confs_are_refused_naming_the_field_or_prepared_validly(
 
     from twilio_messaging.batch import ledger, tasks
     from twilio_messaging.batch.layout import RunLayout
-    from twilio_messaging.batch.settings import BatchSettings
+    from twilio_messaging.settings import BatchSettings
     from twilio_messaging.validation import InvalidInput, validate_message
 
     settings_ = BatchSettings.from_env()

@@ -20,13 +20,9 @@ from twilio_messaging.batch.ledger import SentBefore
 from twilio_messaging.batch.recipients import TO_FIELD, bare_number, normalise_number
 from twilio_messaging.batch.records import ManifestRow, SkippedRow
 from twilio_messaging.batch.templating import BodyTemplate, MissingField
+from twilio_messaging.contract import ALREADY_SENT, DUPLICATE, INVALID, OPTED_OUT, SKIP_OUTCOMES
 from twilio_messaging.validation import InvalidInput, MessageRequest, validate_message
 
-INVALID = "invalid"
-OPTED_OUT = "opted_out"
-DUPLICATE = "duplicate"
-ALREADY_SENT = "already_sent"
-SKIP_OUTCOMES = (INVALID, OPTED_OUT, DUPLICATE, ALREADY_SENT)
 MAX_CHUNK_SIZE = 5000  # the chunk_size param's maximum: one task's rows stay small in memory and storage
 # Without chunk_size: enough chunks to keep the default pool busy (50 slots / 10 per chunk task = 5 at once,
 # twice over), none smaller than 500 rows, since every task instance has a fixed cost (seconds on Celery,

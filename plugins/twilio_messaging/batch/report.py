@@ -24,18 +24,20 @@ from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 from twilio_messaging.batch.records import MessageRecord, SkippedRow
-from twilio_messaging.errors import describe
+from twilio_messaging.contract import (
+    DELIVERED,
+    FAILED,
+    FAILED_OUTCOMES,
+    REJECTED,
+    REPORT_COLUMNS,
+    REPORT_FORMATS,
+    SENT_OUTCOMES,
+    UNCONFIRMED,
+    UNKNOWN,
+)
+from twilio_messaging.errors import describe, error_code
 from twilio_messaging.statuses import end_state, is_terminal, unconfirmed
 
-DELIVERED = "delivered"
-FAILED = "failed"
-UNCONFIRMED = "unconfirmed"
-REJECTED = "rejected"
-UNKNOWN = "unknown"
-SENT_OUTCOMES = (DELIVERED, FAILED, UNCONFIRMED, REJECTED, UNKNOWN)
-FAILED_OUTCOMES = (FAILED, REJECTED, UNKNOWN)
-REPORT_FIELDS = ("row", "to", "outcome", "status", "sid", "error_code", "error_meaning", "reason")
-REPORT_FORMATS = ("csv", "json")
 # How many failures and skipped rows the summary lists as examples; the report file has all of them.
 SUMMARY_LIST_LIMIT = 20
 
@@ -45,7 +47,7 @@ def message_record(
     to: str,
     sid: str | None,
     status: str | None,
-    error_code: Any = None,
+    twilio_error_code: Any = None,
     error_message: str | None = None,
 ) -> MessageRecord:
     """One recipient's line, from what was sent or tracked. ``sid`` None means Twilio rejected the create.
@@ -53,7 +55,7 @@ def message_record(
     A status that is not final yet is shown as it is (``queued``, ``sent``): the outcome ``unconfirmed`` is
     only given when tracking ends without a final status (``final_record``).
     """
-    code = int(error_code) if error_code not in (None, "") else None
+    code = error_code(twilio_error_code)
     outcome: str
     shown: str | None
     if sid is None:
@@ -200,7 +202,7 @@ class ReportWriter:
             raise ValueError(f"report format must be one of {REPORT_FORMATS}, got {fmt!r}")
         self.handle, self.fmt, self.count = handle, fmt, 0
         if fmt == "csv":
-            self.csv = csv.DictWriter(handle, fieldnames=REPORT_FIELDS, extrasaction="ignore")
+            self.csv = csv.DictWriter(handle, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
             self.csv.writeheader()
         else:
             handle.write("[")
@@ -210,7 +212,7 @@ class ReportWriter:
             self.csv.writerow(record)
         else:
             self.handle.write(
-                ("\n" if not self.count else ",\n") + json.dumps({k: record.get(k) for k in REPORT_FIELDS})
+                ("\n" if not self.count else ",\n") + json.dumps({k: record.get(k) for k in REPORT_COLUMNS})
             )
         self.count += 1
 

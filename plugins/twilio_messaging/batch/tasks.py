@@ -24,15 +24,12 @@ from typing import Any, TypedDict, cast
 from twilio_messaging.batch import ledger, report
 from twilio_messaging.batch.layout import RunLayout
 from twilio_messaging.batch.prepare import (
-    ALREADY_SENT,
-    SKIP_OUTCOMES,
     RowFilter,
     Sender,
     chunk_size_for,
     is_skipped,
 )
 from twilio_messaging.batch.recipients import (
-    allowed_data_dirs,
     iter_rows,
     load_opt_out,
     resolve_path,
@@ -48,17 +45,17 @@ from twilio_messaging.batch.records import (
     TrackCounts,
 )
 from twilio_messaging.batch.send import Pace, send_rows
-from twilio_messaging.batch.settings import BatchSettings
 from twilio_messaging.batch.sweep import CreatedSpan, ListWindow
 from twilio_messaging.batch.templating import BodyTemplate
 from twilio_messaging.batch.throttle import throttled_client
 from twilio_messaging.batch.throughput import DrainEstimate
 from twilio_messaging.batch.track import StorageStore, apply_known, poll_chunk
-from twilio_messaging.connection import DEFAULT_CONN_ID, TwilioConnection
+from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.contract import ALREADY_SENT, SKIP_OUTCOMES
 from twilio_messaging.errors import ACCOUNT_WIDE_ON_CREATE, TwilioAPIError, TwilioConfigError
 from twilio_messaging.hooks.twilio import TwilioHook
+from twilio_messaging.settings import STORAGE_ENV, BatchSettings, batch_data_dirs
 from twilio_messaging.storage import (
-    STORAGE_ENV,
     is_local,
     open_atomic,
     read_json,
@@ -147,7 +144,7 @@ def _rows(params: Mapping[str, Any], base_dirs: Sequence[Path]) -> tuple[Iterabl
     if params.get("recipients"):
         return rows_from_list(params["recipients"], "recipients"), "conf 'recipients'"
     if params.get("recipients_path"):
-        path = resolve_path(params["recipients_path"], base_dirs, allowed_data_dirs(base_dirs[0]))
+        path = resolve_path(params["recipients_path"], base_dirs, batch_data_dirs(base_dirs[0]))
         return iter_rows(path), str(path)
     raise InvalidInput("recipients_path", "give a recipients file path or a 'recipients' list")
 
@@ -174,7 +171,7 @@ def prepare(
     started = time.monotonic()
     rows, source = _rows(params, base_dirs)
     opt_out_path = params.get("opt_out_path")
-    allowed = allowed_data_dirs(base_dirs[0])
+    allowed = batch_data_dirs(base_dirs[0])
     opt_out = load_opt_out(
         resolve_path(opt_out_path, base_dirs, allowed, "opt_out_path") if opt_out_path else None,
         params.get("opt_out") or (),
@@ -353,7 +350,7 @@ def send_chunk(
     A row an earlier try recorded is not sent again; the others are looked up before sending when an
     earlier try may have sent them (its results exist, so it had started).
     """
-    connection = connection or TwilioHook(DEFAULT_CONN_ID).connection_settings()
+    connection = connection or TwilioHook().connection_settings()
     sender = sender_from_params(params, settings)
     concurrency = concurrency_from_params(params, settings)
     rows = read_manifest(layout, chunk)
@@ -517,7 +514,7 @@ def track_poke(
         )
         return False, None
     final_poke = age >= settings.status_timeout
-    connection = connection or TwilioHook(DEFAULT_CONN_ID).connection_settings()
+    connection = connection or TwilioHook().connection_settings()
     concurrency = concurrency_from_params(params, settings)
 
     window = ListWindow.of(

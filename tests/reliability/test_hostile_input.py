@@ -270,8 +270,9 @@ def batch_confs(draw) -> dict[str, Any]:
 def test_malformed_batch_confs_are_refused_naming_the_field_or_prepared_validly(rel, batch_params):
     from airflow.sdk.exceptions import ParamValidationError
 
-    from twilio_messaging.batch import ledger, tasks
+    from twilio_messaging.batch import ledger, plan
     from twilio_messaging.batch.layout import RunLayout
+    from twilio_messaging.batch.prepare import prepare_run
     from twilio_messaging.settings import BatchSettings
     from twilio_messaging.validation import InvalidInput, validate_message
 
@@ -299,7 +300,15 @@ def test_malformed_batch_confs_are_refused_naming_the_field_or_prepared_validly(
             return
         layout = RunLayout.of(BATCH_DAG, f"hostile_{seen['examples']}")
         try:
-            prepared = tasks.prepare(params, settings_, [REPO, DAGS], layout, layout.run_id, map_limit=1024)
+            prepared = prepare_run(
+                params,
+                settings_,
+                [REPO, DAGS],
+                layout,
+                layout.run_id,
+                map_limit=1024,
+                conn_id="twilio_default",
+            )
         except InvalidInput as exc:
             assert exc.field in batch_params or exc.field in ("to", "chunk_size"), exc
             assert exc.field in str(exc)
@@ -308,7 +317,7 @@ def test_malformed_batch_confs_are_refused_naming_the_field_or_prepared_validly(
         seen["prepared"] += 1
         counts = prepared["counts"]
         # Rows are in storage (one manifest per chunk, the skipped rows), XCom has references.
-        sendable = [row for ref in prepared["chunks"] for row in tasks.read_manifest(layout, ref)]
+        sendable = [row for ref in prepared["chunks"] for row in plan.read_manifest(layout, ref)]
         skipped = list(ledger.iter_jsonl(layout.skipped))
         assert counts["to_send"] == len(sendable)
         assert counts["rows"] == len(sendable) + len(skipped)

@@ -93,11 +93,6 @@ def rows_from_list(items: Any, field: str = "recipients") -> list[dict[str, Any]
     return [_flat_row(item, field) for item in items]
 
 
-def load_rows(path: str | Path, field: str = "recipients_path") -> list[dict[str, Any]]:
-    """Rows from a ``.csv``, ``.json`` or ``.jsonl`` file, as a list (``iter_rows`` streams them)."""
-    return list(iter_rows(path, field))
-
-
 def iter_rows(path: str | Path, field: str = "recipients_path") -> Iterator[dict[str, Any]]:
     """Rows one at a time from a ``.csv`` (header line, UTF-8) or ``.jsonl`` file (one object per line);
     a ``.json`` file (a list of objects) is parsed whole. Errors name ``field`` and the rule."""

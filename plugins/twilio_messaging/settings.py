@@ -30,6 +30,10 @@ The batch DAG (read when the file is parsed, but ``TWILIO_BATCH_DATA_DIRS``: whe
 - ``TWILIO_BATCH_DATA_DIRS`` = the project's ``include/``: the folders (``:``-separated) recipients and
   opt-out files may be read from.
 
+The Messages tab (read by the api-server when it pages a batch report):
+
+- ``TWILIO_UI_CACHE_DIR`` = ``<temp dir>/twilio-messages-ui``: where report indexes are kept.
+
 The two status timeouts differ on purpose and have their own names, neither falling back on the other: one
 message is followed for a day (carriers retry for hours), a batch of reminders for an hour (a reminder that
 arrives hours late is a failure to report, and a batch run holds its pool slots while it tracks).
@@ -199,3 +203,8 @@ def batch_data_dirs(project_dir: Path, environ: Mapping[str, str] | None = None)
     raw = _env(environ).get(DATA_DIRS_ENV, "")
     dirs = [Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip()]
     return [d.resolve() for d in (dirs or [project_dir / "include"])]
+
+
+# ---- the Messages tab --------------------------------------------------------------------------------
+
+UI_CACHE_DIR_ENV = "TWILIO_UI_CACHE_DIR"

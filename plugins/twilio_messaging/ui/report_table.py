@@ -31,9 +31,9 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
-from twilio_messaging import contract
+from twilio_messaging import contract, settings
 
-CACHE_ENV = "TWILIO_UI_CACHE_DIR"
+CACHE_ENV = settings.UI_CACHE_DIR_ENV
 COLUMNS = contract.REPORT_COLUMNS
 SORTABLE = ("row", "outcome", "status", "error_code", "sid")
 FILTERS = ("outcome", "status", "error_code")

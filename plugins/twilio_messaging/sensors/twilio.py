@@ -84,6 +84,9 @@ class TwilioMessageStatusSensor(HttpSensor):
         extra_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("response_check") is not None:
+            # The message's status decides (check_status); a second check could only disagree with it.
+            raise TypeError("TwilioMessageStatusSensor takes no response_check: it waits for a final status")
         super().__init__(
             endpoint=ENDPOINT_TEMPLATE,
             http_conn_id=twilio_conn_id,

@@ -144,9 +144,7 @@ def _banner(
             text = f"Not known whether the message was sent ({status})"
             return Banner("unknown", text, reason or detail, error), None, status
         if not sid:
-            if error:
-                detail = detail.replace(f" ({error.docs_url})", "")
-                detail = detail.removeprefix(f"Twilio error {error.code}: ")
+            # errorMessage is Twilio's own words: the code and the docs link come apart (error_info).
             head = "Nothing was sent"
             head += f": Twilio error {error.code}, {error.meaning}" if error else ""
             return Banner("nothing_sent", head, detail or reason, error), None, None

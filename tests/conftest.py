@@ -24,6 +24,7 @@ os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 # Fast polling for tests, through the documented overrides (production defaults stay in the DAG).
 os.environ.setdefault("TWILIO_POKE_INTERVAL", "1")
 os.environ.setdefault("TWILIO_STATUS_TIMEOUT", "30")
+os.environ.setdefault("TWILIO_BATCH_STATUS_TIMEOUT", "30")
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +48,7 @@ def airflow_db() -> Path:
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[object]:
     """One sandbox process for the session, on a free loopback port, with zero delivery delays."""
-    from tests.fake_twilio.testing import run_sandbox
+    from sandbox.testing import run_sandbox
 
     with run_sandbox("--step-delay", "0") as sb:
         yield sb

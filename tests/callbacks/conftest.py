@@ -137,8 +137,8 @@ def receiver(receiver_server: Receiver, callbacks_env: dict[str, Any]) -> Receiv
 @pytest.fixture
 def stored(callbacks_env):
     """The store the receiver writes (as the environment names it)."""
-    from twilio_messaging.callbacks.settings import callback_settings
     from twilio_messaging.callbacks.store import store_from_url
+    from twilio_messaging.settings import callback_settings
 
     settings = callback_settings()
     store = store_from_url(settings.store_url, settings.ttl)

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from twilio_messaging.callbacks.settings import callback_settings
 from twilio_messaging.callbacks.store import StatusUpdate, store_from_url
 from twilio_messaging.callbacks.tracking import (
     final_from_callbacks,
@@ -14,6 +13,7 @@ from twilio_messaging.callbacks.tracking import (
     poll_due,
     status_callback_url,
 )
+from twilio_messaging.settings import callback_settings
 
 BASE = {"TWILIO_CALLBACK_BASE_URL": "https://airflow.example.com/"}
 
@@ -48,9 +48,8 @@ def test_unreachable_store_reads_empty(monkeypatch):
 
 def test_poll_due_after_the_grace_only_with_callbacks_on():
     sent = datetime(2026, 1, 1, tzinfo=UTC)
-    on = callback_settings({**BASE, "TWILIO_CALLBACK_GRACE": "300"})
-    off = callback_settings({})
-    assert poll_due(sent, off, sent + timedelta(seconds=1))
-    assert not poll_due(sent, on, sent + timedelta(seconds=299))
-    assert poll_due(sent, on, sent + timedelta(seconds=300))
-    assert poll_due(None, on, sent)
+    assert callback_settings({**BASE, "TWILIO_CALLBACK_GRACE": "120"}).grace == 120
+    assert poll_due(sent, None, sent + timedelta(seconds=1))
+    assert not poll_due(sent, 300, sent + timedelta(seconds=299))
+    assert poll_due(sent, 300, sent + timedelta(seconds=300))
+    assert poll_due(None, 300, sent)

@@ -23,8 +23,8 @@ from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from twilio_messaging.callbacks import signature
-from twilio_messaging.callbacks.settings import RECEIVER_PATH, URL_PREFIX, CallbackSettings, callback_settings
 from twilio_messaging.callbacks.store import Applied, StatusUpdate, StoreError, open_store
+from twilio_messaging.settings import CALLBACK_PATH, CallbackSettings, callback_settings
 from twilio_messaging.validation import ACCOUNT_SID_RE, MESSAGE_SID_RE
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,11 @@ def _update(form: dict[str, str]) -> StatusUpdate | None:
     )
 
 
-@router.post(RECEIVER_PATH, status_code=status.HTTP_204_NO_CONTENT, include_in_schema=False)
+# Mounted with the plugin's app at /twilio-messages: the route is the rest of CALLBACK_PATH.
+ROUTE = CALLBACK_PATH.removeprefix("/twilio-messages")
+
+
+@router.post(ROUTE, status_code=status.HTTP_204_NO_CONTENT, include_in_schema=False)
 async def status_callback(request: Request) -> Response:
     try:
         settings = callback_settings()
@@ -168,4 +172,4 @@ async def status_callback(request: Request) -> Response:
     return _empty(status.HTTP_204_NO_CONTENT)
 
 
-__all__ = ["IDEMPOTENCY_HEADER", "URL_PREFIX", "Applied", "router", "status_callback"]
+__all__ = ["IDEMPOTENCY_HEADER", "Applied", "router", "status_callback"]

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from twilio_messaging.callbacks import ordering
-from twilio_messaging.callbacks.settings import callback_settings
+from twilio_messaging.settings import callback_settings
 
 # Expired rows of the SQL stores are deleted by the writers, at most this often per process.
 PURGE_EVERY = 60.0

@@ -16,8 +16,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from twilio_messaging.callbacks.settings import CallbackSettings, callback_settings
 from twilio_messaging.callbacks.store import StatusUpdate, StoreError, open_store
+from twilio_messaging.settings import callback_settings
 from twilio_messaging.statuses import FAILED_STATUSES, PARTIAL_STATUSES, is_terminal
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,9 @@ def needs_fetch(update: StatusUpdate) -> bool:
     return update.status in FAILED_STATUSES or update.status in PARTIAL_STATUSES
 
 
-def poll_due(
-    sent_at: datetime | None, settings: CallbackSettings | None = None, now: datetime | None = None
-) -> bool:
-    """Whether to ask Twilio now (a send time not known: yes, as without callbacks)."""
-    settings = settings or callback_settings()
-    if not settings.enabled or sent_at is None:
+def poll_due(sent_at: datetime | None, grace: float | None, now: datetime | None = None) -> bool:
+    """Whether to ask Twilio now: always with callbacks off (``grace`` None) or the send time unknown;
+    else once ``grace`` seconds have passed since sending."""
+    if grace is None or sent_at is None:
         return True
-    return ((now or datetime.now(UTC)) - sent_at).total_seconds() >= settings.grace
+    return ((now or datetime.now(UTC)) - sent_at).total_seconds() >= grace

@@ -11,8 +11,9 @@ Two layers; the lower never imports the upper (``lint-imports`` checks it, and `
 - ``client`` (httpx clients) running ``flows`` (request sequences, retries, duplicate lookups) over
   ``forms`` (requests and replies), ``retry`` (the one rule for transient replies), ``connection``;
 - ``validation`` (input rules), ``statuses``, ``errors`` (codes, meanings, exceptions), ``outputs`` (what
-  the operator and sensor publish), ``timeline``, ``storage``, ``settings`` (every environment variable,
-  read only by DAG files and ``storage``), ``get_provider_info``.
+  the operator and sensor publish), ``timeline``, ``storage``, ``settings`` (every environment variable
+  and its default; the building blocks read none, the DAG files read them and pass them down),
+  ``get_provider_info``.
 
 **The application** (this project's DAGs and Messages tab, the provider's first user):
 

@@ -199,12 +199,17 @@ class BatchSettings:
     status_timeout: float
     send_timeout: float
     default_from: str
+    # Status callbacks (None: off): the StatusCallback of sends that give none, and how long after a chunk
+    # is sent its tracking waits for callbacks before it asks Twilio for the rest.
+    status_callback: str | None = None
+    callback_grace: float | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BatchSettings:
         env = _env(environ)
         schedule = env.get("TWILIO_BATCH_SCHEDULE", BATCH_DEFAULT_SCHEDULE).strip()
         poke = seconds(("TWILIO_BATCH_POKE_INTERVAL", POKE_INTERVAL_ENV), DEFAULT_POKE_INTERVAL, env)
+        callbacks = callback_settings(env)
         return cls(
             schedule=None if schedule.lower() in ("", "none", "null") else schedule,
             pool=env.get("TWILIO_BATCH_POOL", API_POOL).strip() or API_POOL,
@@ -214,6 +219,8 @@ class BatchSettings:
             status_timeout=seconds(("TWILIO_BATCH_STATUS_TIMEOUT",), BATCH_DEFAULT_STATUS_TIMEOUT, env),
             send_timeout=seconds(("TWILIO_BATCH_SEND_TIMEOUT",), BATCH_DEFAULT_SEND_TIMEOUT, env),
             default_from=env.get("TWILIO_BATCH_FROM", BATCH_DEFAULT_FROM),
+            status_callback=callbacks.receiver_url,
+            callback_grace=callbacks.grace if callbacks.enabled else None,
         )
 
 

@@ -240,8 +240,9 @@ def write_tracked(layout: RunLayout, chunk: int, records: Iterable[MessageRecord
             out.write(jsonl(record))
 
 
-def _take_callbacks(chunk: int, records: Sequence[MessageRecord], store: TrackStore) -> bool:
-    """Record the final statuses called back for the chunk's pending messages; True when none is left."""
+def _take_callbacks(chunk: int, records: Sequence[MessageRecord], store: TrackStore) -> set[str]:
+    """Record the final statuses called back for the chunk's pending messages; return the pending SIDs
+    with no final callback (a failure called back stays pending, to be fetched at once for its text)."""
     known = store.load()
     called_back = final_from_callbacks(pending_sids(records, known))
     taken = {sid: [u.status, u.error_code, None] for sid, u in called_back.items() if not needs_fetch(u)}
@@ -249,7 +250,7 @@ def _take_callbacks(chunk: int, records: Sequence[MessageRecord], store: TrackSt
         known.update(taken)
         store.save(known)
         log.info("Chunk %s: %d final statuses from status callbacks", chunk, len(taken))
-    return not pending_sids(records, known)
+    return set(pending_sids(records, known)) - called_back.keys()
 
 
 def track_poke(
@@ -279,12 +280,16 @@ def track_poke(
         final = [final_record(record) for record in records]
         write_tracked(layout, chunk, final)
         return True, _track_counts(chunk, final)
-    if settings.callback_grace is not None and _take_callbacks(chunk, records, store):
-        final = [final_record(record) for record in apply_known(records, store.load())]
-        write_tracked(layout, chunk, final)
-        store.clear()
-        return True, _track_counts(chunk, final)
-    first_fetch_after = max(settings.first_fetch_after, settings.callback_grace or 0.0)
+    first_fetch_after = settings.first_fetch_after
+    if settings.callback_grace is not None:
+        unheard = _take_callbacks(chunk, records, store)
+        if not pending_sids(records, store.load()):
+            final = [final_record(record) for record in apply_known(records, store.load())]
+            write_tracked(layout, chunk, final)
+            store.clear()
+            return True, _track_counts(chunk, final)
+        if unheard:  # else only called-back failures are left: fetch their texts now
+            first_fetch_after = max(first_fetch_after, settings.callback_grace)
     if age < first_fetch_after:
         log.info(
             "Chunk %s was sent %.0f s ago; first status fetch after %.0f s", chunk, age, first_fetch_after

@@ -4,7 +4,8 @@ uvicorn has no read timeout: a client that connects and sends nothing, dribbles 
 or promises a body it never sends holds the connection (and, for a body, the request's task) forever; and
 llhttp accepts request heads of any size. So each request must arrive whole, head and body, within
 ``read_timeout`` seconds of its first byte (or of the connection, for the first request), and its head must
-fit in ``max_head_bytes``. Otherwise the sandbox answers ``408`` or ``431`` itself and closes the connection.
+fit in ``max_head_bytes``. Otherwise the sandbox answers ``408`` or ``431`` itself and closes the connection
+(and a request llhttp cannot parse gets uvicorn's ``400``, in JSON like every other answer).
 Keep-alive idling between requests stays uvicorn's ``timeout_keep_alive``.
 """
 
@@ -18,7 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_READ_TIMEOUT = 10.0
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
-REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 def raw_response(status: int, message: str) -> bytes:
@@ -110,10 +111,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return f"the request head exceeds {self.max_head_bytes} bytes"
 
     def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request llhttp cannot parse (an unknown method, a bad header), as JSON."""
         if self._head_over:
             self._abort(431, self._too_large)
         else:
-            super().send_400_response(msg)
+            self._abort(400, msg)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

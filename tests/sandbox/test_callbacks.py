@@ -104,7 +104,7 @@ def wait_settled(sb, timeout: float = 10.0) -> dict:
     """``GET /_sandbox/callbacks`` once nothing is pending any more."""
     deadline = time.monotonic() + timeout
     while True:
-        snapshot = httpx.get(f"{sb.base_url}/_sandbox/callbacks", trust_env=False).json()
+        snapshot = sb.callbacks()
         if snapshot["pending"] == 0 or time.monotonic() > deadline:
             return snapshot
         time.sleep(0.05)

@@ -233,17 +233,23 @@ def test_the_allowlist_rules():
     assert CallbackAllowlist(("*",)).allows("https://example.com")
 
 
-def test_the_allowlist_checks_the_host_httpx_would_connect_to():
-    """Two URL parsers can disagree on a URL's host; the sender checks the one httpx reads too."""
+def test_the_sender_connects_to_the_host_the_allowlist_checked():
+    """URL parsers disagree on some URLs' host: the sender connects where the allowlist looked."""
     from sandbox.callbacks import CallbackAllowlist
+    from sandbox.webhook import request_target
 
     default = CallbackAllowlist()
-    assert (
-        default.allows_host("127.0.0.1")
-        and default.allows_host("[::1]")
-        and default.allows_host("LOCALHOST.")
-    )
+    for host in ("127.0.0.1", "[::1]", "LOCALHOST."):
+        assert default.allows_host(host), host
     assert not default.allows_host("example.com") and not default.allows_host("")
+    for url in (
+        "http://example.com\\@127.0.0.1/cb",
+        "http://127.0.0.1@example.com/cb",
+        "http://[::1]:8/a b?x=é",
+    ):
+        assert default.allows(url) == default.allows_host(request_target(url)[1]), url
+    assert request_target("http://[::1]:8/a b?x=é") == ("http", "::1", 8, "/a%20b?x=%C3%A9")
+    assert request_target("https://h/") == ("https", "h", 443, "/")
 
 
 # ---- Twilio's retries: connection overrides and the idempotency token -------------------------------------

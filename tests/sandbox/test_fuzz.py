@@ -236,7 +236,7 @@ def fault_settings() -> st.SearchStrategy[Any]:
     value = st.one_of(
         st.integers(min_value=-(10**30), max_value=10**30),
         st.floats(allow_nan=True, allow_infinity=True),
-        st.sampled_from([None, True, "500", "drop", 0, 1, 0.5, 60_000, 60_001, 600_000]),
+        st.sampled_from([None, True, "500", "drop", 0, 1, 0.5, 60_000, 60_001, 600_000, 10**20, 10**30]),
         JSON_VALUES,
     )
     known = st.dictionaries(st.sampled_from(names), value, max_size=4)
@@ -278,6 +278,16 @@ def test_control_api_never_fails_with_a_5xx_nor_poisons_later_calls(fuzz_api: Ap
     def call(method: str, route: str, body: bytes) -> None:
         response = control.request(method, f"/_sandbox/{route}", content=body)
         check_control(response)
+        if response.status_code == 200 and method == "PUT":
+            # Accepted settings apply: an API call may be slow, refused or answered with an injected 5xx,
+            # but never crash (a crash is uvicorn's plain-text 500, never Twilio's JSON 20500 / 20503).
+            try:
+                answer = fuzz_api.client.get(f"{fuzz_api.base}.json", timeout=0.3)
+            except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError):
+                pass  # latency, or a dropped answer
+            else:
+                if answer.status_code >= 500:
+                    assert answer.json()["code"] in (20500, 20503), answer.text
         # Faults are cleared before the next call, as a test would; nothing it set may linger as a 5xx.
         assert control.delete("/_sandbox/faults").status_code == 200
         assert control.get("/_sandbox/health").json() == {"status": "ok"}

@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m sandbox") -> int:
         access_log=False,
         log_level=args.log_level,
         timeout_keep_alive=30,
+        # Requests sleeping in injected latency (up to 60 s) must not hold up a stop.
+        timeout_graceful_shutdown=2,
         backlog=4096,
     )
     uvicorn.Server(config).run(sockets=[sock])

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     log = home / "airflow-tasks.log"
     from airflow.utils import db
 
-    from tests.fake_twilio.testing import run_sandbox
+    from sandbox.testing import run_sandbox
 
     with _quiet(log):
         db.resetdb()

@@ -47,7 +47,7 @@ def airflow_db() -> Path:
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[object]:
     """One sandbox process for the session, on a free loopback port, with zero delivery delays."""
-    from tests.fake_twilio.testing import run_sandbox
+    from sandbox.testing import run_sandbox
 
     with run_sandbox("--step-delay", "0") as sb:
         yield sb

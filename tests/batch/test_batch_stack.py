@@ -20,8 +20,8 @@ SAMPLE = [f"+155501000{i:02d}" for i in (1, 2, 3, 4, 5, 6, 7, 12, 13, 14, 15)] +
 
 @pytest.fixture(scope="module")
 def scheduled_stack(tmp_path_factory) -> Iterator[tuple[Any, Any, Any]]:
+    from sandbox.testing import run_sandbox
     from scripts.airflow_stack import AirflowStack
-    from tests.fake_twilio.testing import run_sandbox
 
     home = tmp_path_factory.mktemp("airflow-batch-stack")
     env = {

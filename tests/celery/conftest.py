@@ -313,7 +313,7 @@ def celery_topology(
     tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url: str
 ) -> Iterator[Topology]:
     """Start sandbox, Airflow (CeleryExecutor) and two workers; stop all of them by process id at the end."""
-    from tests.fake_twilio.testing import run_sandbox
+    from sandbox.testing import run_sandbox
 
     home = tmp_path_factory.mktemp("airflow-celery")
     # Explicit driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed.

@@ -73,7 +73,7 @@ class E2E:
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     """Start the sandbox and Airflow once for every e2e and browser test; stop both at the end."""
-    from tests.fake_twilio.testing import run_sandbox
+    from sandbox.testing import run_sandbox
 
     home = tmp_path_factory.mktemp("airflow-e2e")
     # CI can keep screenshots by pointing TEST_ARTIFACTS_DIR at e.g. test-artifacts/ (gitignored).

@@ -104,7 +104,7 @@ def count_secrets(text: str) -> int:
 @pytest.fixture(scope="session")
 def rsandbox() -> Iterator[Any]:
     """The reliability sandbox: zero delivery delays, the distinctive TOKEN."""
-    from tests.fake_twilio.testing import run_sandbox
+    from sandbox.testing import run_sandbox
 
     with run_sandbox("--step-delay", "0", auth_token=TOKEN) as sb:
         yield sb
@@ -336,8 +336,8 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     """Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and a sandbox with TOKEN."""
+    from sandbox.testing import run_sandbox
     from scripts.airflow_stack import AirflowStack
-    from tests.fake_twilio.testing import run_sandbox
 
     home = tmp_path_factory.mktemp("airflow-reliability")
     with run_sandbox("--step-delay", "2", auth_token=TOKEN) as sandbox:

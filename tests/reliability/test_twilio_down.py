@@ -13,7 +13,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from tests.fake_twilio.testing import run_sandbox
+from sandbox.testing import run_sandbox
 from tests.reliability.conftest import (
     BATCH_DAG,
     SECRETS,

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_twilio.testing import run_sandbox
+from sandbox.testing import run_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO / "dags" / "twilio_send_message_track_status.py"

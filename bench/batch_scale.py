@@ -48,6 +48,12 @@ from bench.batch_throughput import (
 )
 
 PHASES = ("prepare", "send_chunk", "track_poke", "summarise")
+PHASE_FUNCTIONS = {
+    "prepare": ("twilio_messaging.batch.prepare", "prepare_run"),
+    "send_chunk": ("twilio_messaging.batch.send", "send_chunk"),
+    "track_poke": ("twilio_messaging.batch.track", "track_poke"),
+    "summarise": ("twilio_messaging.batch.report", "summarise"),
+}
 
 
 def _status_kib(field: str) -> int:
@@ -73,10 +79,12 @@ class PhaseMeter:
         self.last: dict[str, float] = {}
 
     def install(self) -> None:
-        from twilio_messaging.batch import tasks
+        import importlib
 
-        for name in PHASES:
-            setattr(tasks, name, self._wrap(name, getattr(tasks, name)))
+        # Each phase's task function, in the module the DAG calls it from.
+        for name, (module_name, attribute) in PHASE_FUNCTIONS.items():
+            module = importlib.import_module(module_name)
+            setattr(module, attribute, self._wrap(name, getattr(module, attribute)))
 
     def _wrap(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)

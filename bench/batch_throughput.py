@@ -85,7 +85,8 @@ def library_send(sb: Any, n: int, concurrency: int = LIMIT_C) -> dict[str, Any]:
     """The send path of one chunk task, without Airflow: all N rows through send_rows."""
     import asyncio
 
-    from twilio_messaging.batch.prepare import Sender, prepare_batch
+    from tests.batch.inmemory import prepare_batch
+    from twilio_messaging.batch.plan import Sender
     from twilio_messaging.batch.send import send_rows
     from twilio_messaging.batch.throttle import throttled_client
     from twilio_messaging.connection import TwilioConnection

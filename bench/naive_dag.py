@@ -12,8 +12,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, PokeReturnValue, get_current_context, task
 
-from twilio_messaging.client import TwilioClient
-from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.hooks.twilio import TwilioHook
 from twilio_messaging.statuses import is_terminal
 from twilio_messaging.validation import validate_message
 
@@ -35,12 +34,12 @@ with DAG(
     def send_one(recipient: dict) -> str:
         params = get_current_context()["params"]
         request = validate_message(to=recipient["to"], from_=params["from"], body=recipient["body"])
-        with TwilioClient(TwilioConnection.from_airflow()) as client:
+        with TwilioHook().get_client() as client:
             return client.create_message(request)["sid"]
 
     @task.sensor(mode="reschedule", poke_interval=POKE_INTERVAL, timeout=600, retries=3)
     def check_one(sid: str) -> PokeReturnValue:
-        with TwilioClient(TwilioConnection.from_airflow()) as client:
+        with TwilioHook().get_client() as client:
             status = client.fetch_message(sid)["status"]
         return PokeReturnValue(is_done=is_terminal(status), xcom_value=status)
 

@@ -15,5 +15,5 @@ with DAG("example_twilio_message_status", schedule=None, start_date=datetime(202
         task_id="wait_for_delivery",
         message_sid=XComArg(send, key="messageSid"),
         sent_at=XComArg(send, key="sentAt"),  # the timeout counts from the send, across sensor retries
-        timeout=3600,  # default 24 h; polls every 60 s (TWILIO_POKE_INTERVAL), backing off to 15 min
+        timeout=3600,  # default 24 h; polls every 60 s (poke_interval), backing off to 15 min (max_wait)
     )  # returns {"status", "errorCode", "errorMessage"} once the status is final

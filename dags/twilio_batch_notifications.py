@@ -13,17 +13,21 @@ from airflow.sdk import DAG, Param, PokeReturnValue, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.types import DagRunProtocol, RuntimeTaskInstanceProtocol
 
-from twilio_messaging.batch import tasks
+from twilio_messaging.batch import prepare as preparing
+from twilio_messaging.batch import report, send, track
+from twilio_messaging.batch.failures import final_errors
 from twilio_messaging.batch.layout import RunLayout
+from twilio_messaging.batch.plan import dedupe_key
 from twilio_messaging.batch.prepare import AUTO_CHUNKS, AUTO_MIN_CHUNK, MAX_CHUNK_SIZE
 from twilio_messaging.batch.records import ChunkRef, SendCounts
-from twilio_messaging.batch.report import REPORT_FORMATS
-from twilio_messaging.batch.settings import BatchSettings
-from twilio_messaging.storage import STORAGE_ENV
+from twilio_messaging.contract import BATCH_DAG_ID, REPORT_FORMATS
+from twilio_messaging.hooks.twilio import TwilioHook
+from twilio_messaging.settings import STORAGE_ENV, BatchSettings
 from twilio_messaging.validation import BODY_MAX_CHARS, PARAM_SCHEMAS
 
-# Read when the file is parsed; see twilio_messaging/batch/settings.py for every variable.
+# Read when the file is parsed; twilio_messaging/settings.py lists every variable.
 SETTINGS = BatchSettings.from_env()
+CONN_ID = TwilioHook.default_conn_name  # written into the batch's plan; every task uses it
 # Relative paths in params: first from the project root (where include/ lives), then from dags/.
 BASE_DIRS = (Path(__file__).resolve().parent.parent, Path(__file__).resolve().parent)
 DEFAULT_TEMPLATE = "Hi {name}, this is a reminder of your appointment on {date}. Reply STOP to opt out."
@@ -68,7 +72,7 @@ Needs the pool: `airflow pools set {SETTINGS.pool} 50 "Twilio API concurrency"`.
 """
 
 with DAG(
-    dag_id="twilio_batch_notifications",
+    dag_id=BATCH_DAG_ID,
     schedule=SETTINGS.schedule,
     start_date=datetime(2024, 1, 1),
     catchup=False,
@@ -201,11 +205,10 @@ with DAG(
         params: dict[str, Any], dag_run: DagRunProtocol, ti: RuntimeTaskInstanceProtocol
     ) -> list[ChunkRef]:
         """Stream, validate, dedupe, opt-out, render; one manifest per chunk in storage, references out."""
-        key = tasks.dedupe_key(params, dag_run.logical_date, dag_run.data_interval_end, dag_run.run_after)
-        with tasks.final_errors():
-            prepared = tasks.prepare(
-                params, SETTINGS, BASE_DIRS, RunLayout.of(dag_run.dag_id, dag_run.run_id), key
-            )
+        key = dedupe_key(params, dag_run.logical_date, dag_run.data_interval_end, dag_run.run_after)
+        layout = RunLayout.of(dag_run.dag_id, dag_run.run_id)
+        with final_errors():
+            prepared = preparing.prepare_run(params, SETTINGS, BASE_DIRS, layout, key, conn_id=CONN_ID)
         # The counts and the first skipped rows under their own keys, for the XCom tab (the dedupe key is in
         # the summary); the chunk indices are what send_chunk maps over. Nothing repeats what the return
         # value says, so prepare's XCom stays near a kilobyte at 200 chunks.
@@ -222,11 +225,10 @@ with DAG(
         retry_delay=timedelta(minutes=1),
         map_index_template="chunk {{ task.op_kwargs['chunk'] }}",
     )
-    def send_chunk(chunk: ChunkRef, params: dict[str, Any], dag_run: DagRunProtocol) -> SendCounts:
-        """Send one chunk from its manifest (bounded, 429-aware, duplicate-safe); counts out."""
-        layout = RunLayout.of(dag_run.dag_id, dag_run.run_id)
-        with tasks.final_errors():
-            return tasks.send_chunk(chunk, params, SETTINGS, layout, prepared_at=tasks.prepared_at(layout))
+    def send_chunk(chunk: ChunkRef, dag_run: DagRunProtocol) -> SendCounts:
+        """Send one chunk from its manifest, as planned (bounded, 429-aware, duplicate-safe); counts out."""
+        with final_errors():
+            return send.send_chunk(chunk, SETTINGS, RunLayout.of(dag_run.dag_id, dag_run.run_id))
 
     @task.sensor(
         mode="reschedule",
@@ -239,27 +241,23 @@ with DAG(
         pool_slots=SETTINGS.concurrency,
         map_index_template="chunk {{ task.op_kwargs['sent']['chunk'] }}",
     )
-    def track_chunk(sent: SendCounts, params: dict[str, Any], dag_run: DagRunProtocol) -> PokeReturnValue:
+    def track_chunk(sent: SendCounts, dag_run: DagRunProtocol) -> PokeReturnValue:
         """Fetch the statuses of the chunk's unfinished messages; done when all are final."""
-        with tasks.final_errors():
-            done, counts = tasks.track_poke(
-                sent, params, SETTINGS, RunLayout.of(dag_run.dag_id, dag_run.run_id)
-            )
+        with final_errors():
+            done, counts = track.track_poke(sent, SETTINGS, RunLayout.of(dag_run.dag_id, dag_run.run_id))
         return PokeReturnValue(is_done=done, xcom_value=counts)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, multiple_outputs=False)
-    def summary(
-        chunks: list[ChunkRef] | None, params: dict[str, Any], dag_run: DagRunProtocol
-    ) -> dict[str, Any]:
+    def summary(chunks: list[ChunkRef] | None, dag_run: DagRunProtocol) -> dict[str, Any]:
         """Counts by final status, failures by error code with meanings; writes the per-recipient report."""
         if chunks is None:
             raise AirflowFailException("prepare did not finish, so nothing was sent; see its log")
-        return tasks.summarise(RunLayout.of(dag_run.dag_id, dag_run.run_id), params)
+        return report.summarise(RunLayout.of(dag_run.dag_id, dag_run.run_id))
 
     @task
-    def check_failure_rate(result: dict[str, Any], params: dict[str, Any]) -> None:
-        """Fail the run (so alerts fire) when too many messages failed."""
-        reason = tasks.failure_verdict(result, float(params["failure_threshold"]))
+    def check_failure_rate(result: dict[str, Any]) -> None:
+        """Fail the run (so alerts fire) when too many messages failed (the threshold prepare planned)."""
+        reason = report.failure_verdict(result, float(result["failure_threshold"]))
         if reason:
             raise AirflowFailException(reason)
 
@@ -270,4 +268,4 @@ with DAG(
     tracked = track_chunk.expand(sent=sent)
     result = summary(chunks)  # type: ignore[call-arg, arg-type]
     tracked >> result
-    check_failure_rate(result)  # type: ignore[call-arg, arg-type]
+    check_failure_rate(result)  # type: ignore[arg-type]

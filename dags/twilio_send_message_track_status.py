@@ -14,18 +14,28 @@ from pathlib import Path
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, Param, TriggerRule, XComArg
 
-from twilio_messaging import dag_tasks
-from twilio_messaging.arazzo import doc_md
-from twilio_messaging.connection import DEFAULT_CONN_ID
-from twilio_messaging.operators.twilio import TwilioSendMessageOperator
-from twilio_messaging.pools import API_POOL
+from twilio_messaging import settings
+from twilio_messaging.contract import (
+    BRANCH_TASK,
+    CHECK_TASK,
+    DELIVERED_TASK,
+    FAILED_TASK,
+    SEND_TASK,
+    WORKFLOW_DAG_ID,
+)
+from twilio_messaging.hooks.twilio import TwilioHook
 from twilio_messaging.sensors.twilio import TwilioMessageStatusSensor
-from twilio_messaging.workflow import tracking_settings, trigger_params
+from twilio_messaging.workflow import tasks
+from twilio_messaging.workflow.arazzo import doc_md
+from twilio_messaging.workflow.inputs import SendMessageFromParams, trigger_params
 
 WORKFLOW_FILE = Path(__file__).parent / "workflows" / "twilio-send-message-track-status-workflow.yml"
 WORKFLOW_ID = "send-message-track-status"
-# Read when the file is parsed: TWILIO_POKE_INTERVAL, TWILIO_STATUS_TIMEOUT, TWILIO_MAX_WAIT.
-TRACKING = tracking_settings()
+# Read when the file is parsed (twilio_messaging/settings.py lists every variable): TWILIO_POKE_INTERVAL,
+# TWILIO_STATUS_TIMEOUT, TWILIO_MAX_WAIT, TWILIO_DEFAULT_FROM.
+TRACKING = settings.tracking_settings()
+DEFAULT_FROM = settings.default_from()
+CONN_ID = TwilioHook.default_conn_name
 
 END_STATES = f"""
 ## End states
@@ -48,23 +58,23 @@ The **Messages** tab of a run shows the outcome with the Twilio meaning, the sta
 
 
 with DAG(
-    dag_id="twilio_send_message_track_status",
+    dag_id=WORKFLOW_DAG_ID,
     schedule=None,
     start_date=datetime(2024, 1, 1),
     catchup=False,
     doc_md=doc_md(WORKFLOW_FILE, WORKFLOW_ID, END_STATES),
     tags=["twilio", "sms", "arazzo"],
     # `from` defaults to $TWILIO_DEFAULT_FROM; descriptions state the rules Airflow cannot check at trigger.
-    params={name: Param(**spec) for name, spec in trigger_params().items()},
+    params={name: Param(**spec) for name, spec in trigger_params(DEFAULT_FROM).items()},
     default_args={"owner": "messaging"},
 ) as dag:
-    send_message = TwilioSendMessageOperator(
-        task_id=dag_tasks.SEND_TASK,
-        twilio_conn_id=DEFAULT_CONN_ID,
-        # The trigger form's values, used as data: never rendered as templates (so a body such as
-        # "{{ conn.twilio_default.password }}" is sent as typed).
-        inputs_from_params=True,
-        pool=API_POOL,  # bounds Twilio concurrency together with the batch DAG
+    # The provider's TwilioSendMessageOperator, taking the trigger form's values as data: never rendered as
+    # templates (so a body such as "{{ conn.twilio_default.password }}" is sent as typed).
+    send_message = SendMessageFromParams(
+        task_id=SEND_TASK,
+        twilio_conn_id=CONN_ID,
+        default_sender=DEFAULT_FROM,  # yields to a Messaging Service the user gave
+        pool=settings.API_POOL,  # bounds Twilio concurrency together with the batch DAG
         retries=2,  # only after Twilio was unreachable; a retry looks for the message before sending
         retry_delay=timedelta(minutes=1),
         execution_timeout=timedelta(minutes=10),  # the client's own retry budget is about 2 minutes
@@ -72,15 +82,15 @@ with DAG(
     )
 
     check_status = TwilioMessageStatusSensor(
-        task_id=dag_tasks.CHECK_TASK,
-        twilio_conn_id=DEFAULT_CONN_ID,
+        task_id=CHECK_TASK,
+        twilio_conn_id=CONN_ID,
         message_sid=XComArg(send_message, key="messageSid"),
         account_sid=XComArg(send_message, key="accountSid"),
         sent_at=XComArg(
             send_message, key="sentAt"
         ),  # the deadline counts from the send, across sensor retries
         mode="reschedule",
-        pool=API_POOL,
+        pool=settings.API_POOL,
         poke_interval=TRACKING.poke_interval,
         timeout=TRACKING.timeout,
         exponential_backoff=TRACKING.exponential_backoff,
@@ -94,17 +104,16 @@ with DAG(
     )
 
     route = BranchPythonOperator(
-        task_id=dag_tasks.BRANCH_TASK,
-        python_callable=dag_tasks.choose_end,
+        task_id=BRANCH_TASK,
+        python_callable=tasks.choose_end,
+        op_kwargs={"twilio_conn_id": CONN_ID},
         trigger_rule=TriggerRule.ALL_DONE,
         retries=2,  # idempotent; survives a lost worker
         doc_md="Routes to delivered or failed; a failed or timed-out checkStatus leads to failed.",
     )
 
     # Idempotent: a retry after a lost worker publishes the same outputs. `failed` fails on purpose, no retry.
-    delivered = PythonOperator(
-        task_id=dag_tasks.DELIVERED_TASK, python_callable=dag_tasks.report_delivered, retries=2
-    )
-    failed = PythonOperator(task_id=dag_tasks.FAILED_TASK, python_callable=dag_tasks.report_failed)
+    delivered = PythonOperator(task_id=DELIVERED_TASK, python_callable=tasks.report_delivered, retries=2)
+    failed = PythonOperator(task_id=FAILED_TASK, python_callable=tasks.report_failed)
 
     send_message >> check_status >> route >> [delivered, failed]

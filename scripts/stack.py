@@ -167,6 +167,7 @@ def build_stack(settings: Settings, home: Path) -> AirflowStack:
             "TWILIO_POKE_INTERVAL": settings.poke_interval,
             "TWILIO_MAX_WAIT": settings.max_wait,
             "TWILIO_STATUS_TIMEOUT": settings.status_timeout,
+            "TWILIO_BATCH_STATUS_TIMEOUT": settings.status_timeout,
             # The trigger form's `from` default, so the form is complete as offered.
             "TWILIO_DEFAULT_FROM": settings.from_,
         },

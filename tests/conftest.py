@@ -24,6 +24,7 @@ os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 # Fast polling for tests, through the documented overrides (production defaults stay in the DAG).
 os.environ.setdefault("TWILIO_POKE_INTERVAL", "1")
 os.environ.setdefault("TWILIO_STATUS_TIMEOUT", "30")
+os.environ.setdefault("TWILIO_BATCH_STATUS_TIMEOUT", "30")
 
 
 @pytest.fixture(autouse=True)

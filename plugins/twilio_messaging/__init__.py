@@ -1,7 +1,32 @@
-"""Send SMS/MMS through Twilio and track them to their final status: reusable code for the DAGs."""
+"""Send SMS/MMS through Twilio and track each message to its final status: an Airflow provider, and the
+application this project builds on it.
+
+Two layers; the lower never imports the upper (``lint-imports`` checks it, and ``make test`` runs it):
+
+**The provider** (what a team installs into its own Airflow and uses in its own DAGs):
+
+- ``hooks.twilio.TwilioHook``: the Airflow connection; the one rule from a connection to base URL and auth;
+- ``operators.twilio.TwilioSendMessageOperator``, ``sensors.twilio.TwilioMessageStatusSensor``,
+  ``notifications.twilio.TwilioNotifier``: the building blocks, configured by their arguments only;
+- ``client`` (httpx clients) running ``flows`` (request sequences, retries, duplicate lookups) over
+  ``forms`` (requests and replies), ``retry`` (the one rule for transient replies), ``connection``;
+- ``validation`` (input rules), ``statuses``, ``errors`` (codes, meanings, exceptions), ``outputs`` (what
+  the operator and sensor publish), ``timeline``, ``storage``, ``settings`` (every environment variable
+  and its default; the building blocks read none, the DAG files read them and pass them down),
+  ``get_provider_info``.
+
+**The application** (this project's DAGs and Messages tab, the provider's first user):
+
+- ``contract``: the names the DAGs and the tab share (DAG, task and XCom names, outcomes, report columns);
+- ``workflow``: the send-and-track DAG's inputs, outcome and task callables;
+- ``batch``: the batch notification DAG's engine and tasks;
+- ``ui``: the Messages tab.
+
+Importing the building blocks (or this package) imports nothing of the application.
+"""
 
 from twilio_messaging.client import DEFAULT_TIMEOUT, AsyncTwilioClient, TwilioClient
-from twilio_messaging.connection import DEFAULT_CONN_ID, TwilioConnection
+from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.errors import (
     ERROR_MEANINGS,
     TwilioAPIError,
@@ -22,7 +47,6 @@ from twilio_messaging.statuses import (
 from twilio_messaging.validation import InvalidInput, MessageRequest, validate_inputs, validate_message
 
 __all__ = [
-    "DEFAULT_CONN_ID",
     "DEFAULT_TIMEOUT",
     "DELIVERED_STATUSES",
     "ERROR_MEANINGS",

@@ -1,16 +1,17 @@
 """Where and as whom to call Twilio: ``TwilioConnection``, the plain settings the httpx clients take.
 
-``TwilioHook`` (twilio_messaging.hooks) is the one place that reads them from an Airflow connection.
+``TwilioHook`` (twilio_messaging.hooks) is the one place that reads them from an Airflow connection:
+``TwilioHook(conn_id).connection_settings()``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Re-exported for the batch code, which imports the pool name from here until it moves to `pools`.
-from twilio_messaging.pools import API_POOL  # noqa: F401
 from twilio_messaging.validation import ACCOUNT_SID_RE
 
+# The Airflow connection the provider uses unless told otherwise; DAGs and tasks name it as
+# ``TwilioHook.default_conn_name``. Kept here, below the hook, so the clients' messages can name it too.
 DEFAULT_CONN_ID = "twilio_default"
 
 
@@ -29,10 +30,3 @@ class TwilioConnection:
         # An Account SID login doubles as the default account; an API key (SK...) login needs one given.
         if self.account_sid is None and ACCOUNT_SID_RE.fullmatch(self.username or ""):
             object.__setattr__(self, "account_sid", self.username)
-
-    @classmethod
-    def from_airflow(cls, conn_id: str = DEFAULT_CONN_ID) -> TwilioConnection:
-        """The settings of an Airflow connection, as ``TwilioHook(conn_id).connection_settings()``."""
-        from twilio_messaging.hooks.twilio import TwilioHook
-
-        return TwilioHook(conn_id).connection_settings()

@@ -1,6 +1,13 @@
-"""Twilio error codes and the exceptions raised by the client: the one place for error meanings."""
+"""Twilio error codes and the exceptions raised by the client: the one place for error meanings.
+
+An error code is given as its parts (``error_info``: the code, its meaning, its docs page), never as one
+string to be taken apart again; ``describe`` joins them for a log line or a report cell.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 ERROR_DOCS_URL = "https://www.twilio.com/docs/errors/{code}"
 # HTTP statuses that say "this account or connection cannot send", not "this message is wrong": bad
@@ -39,16 +46,50 @@ ERROR_MEANINGS: dict[int, str] = {
 }
 
 
+def error_code(value: Any) -> int | None:
+    """A Twilio error code as a number; None when absent or not numeric (reports store it as text)."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def docs_url(code: int) -> str:
+    return ERROR_DOCS_URL.format(code=code)
+
+
+def meaning(code: int) -> str:
+    """What ``code`` means, in one line; Twilio's docs page for codes this table does not hold."""
+    return ERROR_MEANINGS.get(code, "see Twilio's documentation")
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """An error code as people read it: the code, its meaning and its docs page, apart."""
+
+    code: int
+    meaning: str
+    docs_url: str
+
+
+def error_info(code: Any) -> ErrorInfo | None:
+    """The code, its meaning and its docs page; None without a (numeric) code."""
+    number = error_code(code)
+    if number is None:
+        return None
+    return ErrorInfo(number, meaning(number), docs_url(number))
+
+
 def describe(code: int | str | None) -> str:
     """A one-line meaning for a Twilio error code, with its documentation link."""
     if code is None or code == "":
         return "no error code"
-    try:
-        number = int(code)
-    except (TypeError, ValueError):
+    info = error_info(code)
+    if info is None:
         return f"unrecognised error code {code!r}"
-    meaning = ERROR_MEANINGS.get(number, "see Twilio's documentation")
-    return f"{meaning} ({ERROR_DOCS_URL.format(code=number)})"
+    return f"{info.meaning} ({info.docs_url})"
 
 
 class TwilioError(Exception):
@@ -73,9 +114,14 @@ class TwilioAPIError(TwilioError):
         self.status_code = status_code
         self.code = code
         self.message = message
-        self.more_info = more_info or (ERROR_DOCS_URL.format(code=code) if code else None)
+        self.more_info = more_info or (docs_url(code) if code else None)
         self.hint = hint
         super().__init__(str(self))
+
+    @property
+    def detail(self) -> str:
+        """Twilio's own words and the hint, without the code and the docs link (given apart)."""
+        return f"{self.message} {self.hint}" if self.hint else self.message
 
     def __str__(self) -> str:
         head = f"Twilio error {self.code}" if self.code else f"Twilio API HTTP {self.status_code}"

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from twilio_messaging.connection import DEFAULT_CONN_ID
-from twilio_messaging.errors import TwilioAPIError
+from twilio_messaging.errors import TwilioAPIError, error_code
 from twilio_messaging.validation import MessageRequest
 
 API_VERSION = "2010-04-01"
@@ -160,11 +160,7 @@ def error_from_response(response: httpx.Response, conn_id: str = DEFAULT_CONN_ID
     """Map an error reply (Twilio's ``{code, message, more_info, status}`` body) to ``TwilioAPIError``."""
     body = _json_body(response)
     body = body if isinstance(body, dict) else {}
-    code = body.get("code")
-    try:
-        code = int(code) if code is not None else None
-    except (TypeError, ValueError):
-        code = None
+    code = error_code(body.get("code"))
     message = str(body.get("message") or response.reason_phrase or "error").strip()
     detail = body.get("detail")
     if isinstance(detail, str) and detail and detail not in message:

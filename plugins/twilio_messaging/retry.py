@@ -18,18 +18,22 @@ class Verdict(enum.Enum):
     FINAL = "final"  # Twilio refused the request; the same request gets the same answer
 
 
-# Replies that say "ask again later" to a status poll: Twilio's 429 and the 5xx of an overloaded or restarting
-# API or gateway. A status sensor keeps polling on these; any other error status fails the poke.
+# The replies that say "ask again later": Twilio's 429 and the 5xx of an overloaded or restarting API or
+# gateway. The one rule for both callers: a status poll keeps polling on these and fails on any other
+# error; a client call retries them (a 429 was never processed; after one of these 5xx a create may have
+# been). Other 5xx (501 Not Implemented, 505 HTTP Version Not Supported, ...) say the request itself cannot
+# be served, so asking again gets the same answer.
 TRANSIENT_STATUS_CODES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+NEVER_PROCESSED_STATUS_CODES: frozenset[int] = frozenset({429})  # Twilio documents 429 as "never processed"
 
 
 def classify_status(status_code: int) -> Verdict:
-    """Map an HTTP status to a verdict. Twilio documents 429 as "never processed"."""
+    """Map an HTTP status to a verdict, by ``TRANSIENT_STATUS_CODES``."""
     if 200 <= status_code < 300:
         return Verdict.DONE
-    if status_code == 429:
+    if status_code in NEVER_PROCESSED_STATUS_CODES:
         return Verdict.RETRY
-    if status_code >= 500:
+    if status_code in TRANSIENT_STATUS_CODES:
         return Verdict.AMBIGUOUS
     return Verdict.FINAL
 

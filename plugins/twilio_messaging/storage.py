@@ -20,20 +20,15 @@ from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
-STORAGE_ENV = "TWILIO_STORAGE"
-_DEFAULT_DIR = "twilio_messaging"
+from twilio_messaging.settings import storage_url
+
 # Run ids hold ':' and '+' (manual__2026-12-02T00:00:00+00:00); keep them readable but safe in any store.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
 
 
 def storage_base(environ: Mapping[str, str] | None = None) -> ObjectStoragePath:
-    """The configured base (``$TWILIO_STORAGE``), else ``file://$AIRFLOW_HOME/twilio_messaging``."""
-    env = os.environ if environ is None else environ
-    url = env.get(STORAGE_ENV, "").strip()
-    if not url:
-        home = env.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-        url = "file://" + os.path.join(os.path.abspath(home), _DEFAULT_DIR)
-    return ObjectStoragePath(url.rstrip("/"))
+    """The configured base (``$TWILIO_STORAGE``, see ``settings``), else ``file://$AIRFLOW_HOME/twilio_messaging``."""
+    return ObjectStoragePath(storage_url(environ))
 
 
 def safe_name(value: str) -> str:

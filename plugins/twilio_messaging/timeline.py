@@ -15,10 +15,9 @@ from typing import Any, TypedDict
 
 from airflow.sdk import ObjectStoragePath
 
+from twilio_messaging.errors import error_code
+from twilio_messaging.outputs import TIMELINE_FILE
 from twilio_messaging.storage import read_json, run_path, write_json_atomic
-
-TIMELINE_FILE = "status-timeline.json"
-TIMELINE_XCOM = "statusTimeline"
 
 
 class StatusObservation(TypedDict):
@@ -33,15 +32,10 @@ def timeline_path(dag_id: str, run_id: str, name: str = TIMELINE_FILE) -> Object
 
 def observation(report: Mapping[str, Any], at: datetime | None = None) -> StatusObservation:
     """One timeline entry from a status report ({status, errorCode, ...})."""
-    code = report.get("errorCode")
-    try:
-        error_code = int(code) if code not in (None, "") else None
-    except (TypeError, ValueError):
-        error_code = None
     return {
         "at": (at or datetime.now(UTC)).isoformat(),
         "status": str(report.get("status") or "unknown"),
-        "errorCode": error_code,
+        "errorCode": error_code(report.get("errorCode")),
     }
 
 

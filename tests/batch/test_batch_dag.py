@@ -94,12 +94,14 @@ def test_schedule_parses_and_every_param_default_is_valid(airflow_db, monkeypatc
     )
 
     # The defaults also make a usable batch: the sample file, template and opt-out list work together.
-    from twilio_messaging.batch import tasks
     from twilio_messaging.batch.layout import RunLayout
-    from twilio_messaging.batch.settings import BatchSettings
+    from twilio_messaging.batch.prepare import prepare_run
+    from twilio_messaging.settings import BatchSettings
 
     layout = RunLayout.of(DAG_ID, "defaults")
-    prepared = tasks.prepare(defaults, BatchSettings.from_env(), [REPO, REPO / "dags"], layout, "k")
+    prepared = prepare_run(
+        defaults, BatchSettings.from_env(), [REPO, REPO / "dags"], layout, "k", conn_id="twilio_default"
+    )
     assert prepared["counts"] == {
         "rows": 16, "to_send": 12, "chunks": 1, "chunk_size": 12, "invalid": 2, "opted_out": 1,
         "duplicate": 1, "already_sent": 0,

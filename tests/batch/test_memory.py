@@ -28,10 +28,11 @@ def status(field):
 def reset_peak():
     Path("/proc/self/clear_refs").write_text("5")
 
-from twilio_messaging.batch import tasks
+from twilio_messaging.batch import plan, report, track
+from twilio_messaging.batch.prepare import prepare_run
 from twilio_messaging.batch.layout import RunLayout
-from twilio_messaging.batch.report import message_record
-from twilio_messaging.batch.settings import BatchSettings
+from twilio_messaging.batch.records import message_record
+from twilio_messaging.settings import BatchSettings
 
 folder, rows = Path(sys.argv[1]), int(sys.argv[2])
 source = folder / "recipients.csv"
@@ -48,19 +49,20 @@ layout = RunLayout.of("memory_dag", "big_run")
 import gc; gc.collect()
 before = status("VmRSS"); reset_peak()
 started = time.monotonic()
-out = tasks.prepare(params, BatchSettings.from_env(), [folder], layout, "k", map_limit=1024)
+out = prepare_run(params, BatchSettings.from_env(), [folder], layout, "k", map_limit=1024,
+                  conn_id="twilio_default")
 prepare = {"peak": status("VmHWM") - before, "seconds": time.monotonic() - started, "counts": out["counts"],
            "xcom_bytes": len(json.dumps(out["chunks"]))}
 refs = out["chunks"]
 del out; gc.collect()
 for ref in refs:  # as if every chunk had been sent and tracked
     records = [message_record(r["row"], r["to"], f"SM{r['row']:032x}", "delivered")
-               for r in tasks.read_manifest(layout, ref)]
-    tasks.write_tracked(layout, ref, records)
+               for r in plan.read_manifest(layout, ref)]
+    track.write_tracked(layout, ref, records)
 del records; gc.collect()
 before = status("VmRSS"); reset_peak()
 started = time.monotonic()
-summary = tasks.summarise(layout, params)
+summary = report.summarise(layout)
 peak, seconds = status("VmHWM") - before, time.monotonic() - started
 report_bytes = Path(summary["report_path"]).stat().st_size
 result = {"prepare": prepare, "summary": {"peak": peak, "seconds": seconds, "rows": summary["rows"],

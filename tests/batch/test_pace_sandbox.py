@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from twilio_messaging.batch import tasks
+from twilio_messaging.batch import send as sending
 from twilio_messaging.batch.layout import RunLayout
-from twilio_messaging.batch.settings import BatchSettings
+from twilio_messaging.batch.prepare import prepare_run
 from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.settings import BatchSettings
 
 REPO = Path(__file__).resolve().parents[2]
 MPS = 3.0
@@ -57,15 +58,22 @@ def peak_backlog(sb: Any, sender: str, run: Any) -> float:
 
 def send(sb: Any, run_id: str, sender: str, pace: bool) -> float:
     rows = [{"to": f"+1555079{i:04d}", "name": f"N{i}"} for i in range(N)]
-    params = {"recipients": rows, "body_template": "Hi {name}", "from": sender, "sender_mps": MPS,
-              "pace": pace, "concurrency": 10}  # fmt: skip
+    params = {
+        "recipients": rows,
+        "body_template": "Hi {name}",
+        "from": sender,
+        "sender_mps": MPS,
+        "pace": pace,
+        "concurrency": 10,
+    }
     layout = RunLayout.of("batch_pace", run_id)
-    out = tasks.prepare(params, BatchSettings.from_env(), [REPO], layout, run_id, map_limit=1024)
+    out = prepare_run(
+        params, BatchSettings.from_env(), [REPO], layout, run_id, map_limit=1024, conn_id="twilio_default"
+    )
     connection = TwilioConnection(base_url=sb.base_url, username=sb.account_sid, secret=sb.auth_token)
 
     def run() -> None:
-        tasks.send_chunk(out["chunks"][0], params, BatchSettings.from_env(), layout,
-                         prepared_at=tasks.prepared_at(layout), connection=connection)  # fmt: skip
+        sending.send_chunk(out["chunks"][0], BatchSettings.from_env(), layout, connection=connection)
 
     return peak_backlog(sb, sender, run)
 

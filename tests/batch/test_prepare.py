@@ -10,26 +10,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twilio_messaging.batch.prepare import (
-    ALREADY_SENT,
-    DUPLICATE,
-    INVALID,
-    OPTED_OUT,
-    Sender,
-    chunked,
-    prepare_batch,
-)
+from tests.batch.inmemory import build_records, chunked, load_rows, prepare_batch
+from tests.batch.inmemory import summarise_records as summarise
+from twilio_messaging.batch.plan import Sender
 from twilio_messaging.batch.recipients import (
     RecipientsError,
-    allowed_data_dirs,
     load_opt_out,
-    load_rows,
     normalise_number,
     resolve_path,
     rows_from_list,
 )
-from twilio_messaging.batch.report import ReportWriter, build_records, message_record, summarise
+from twilio_messaging.batch.records import message_record
+from twilio_messaging.batch.report import ReportWriter
 from twilio_messaging.batch.templating import BodyTemplate, MissingField, TemplateError
+from twilio_messaging.contract import ALREADY_SENT, DUPLICATE, INVALID, OPTED_OUT
+from twilio_messaging.settings import batch_data_dirs as allowed_data_dirs
 from twilio_messaging.validation import InvalidInput
 
 REPO = Path(__file__).resolve().parents[2]

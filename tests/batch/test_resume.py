@@ -18,29 +18,29 @@ from typing import Any
 
 import pytest
 
-from twilio_messaging.batch import ledger, tasks
+from twilio_messaging.batch import ledger, send, track
 from twilio_messaging.batch.layout import RunLayout
-from twilio_messaging.batch.settings import BatchSettings
+from twilio_messaging.batch.prepare import prepare_run
 from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.settings import BatchSettings
 from twilio_messaging.storage import read_json
 
 REPO = Path(__file__).resolve().parents[2]
 FROM = "+15005550006"
 WORKER = """
 import json, sys
-from twilio_messaging.batch import tasks
+from twilio_messaging.batch import send, track
 from twilio_messaging.batch.layout import RunLayout
-from twilio_messaging.batch.settings import BatchSettings
+from twilio_messaging.settings import BatchSettings
 from twilio_messaging.connection import TwilioConnection
 
 spec = json.loads(sys.stdin.read())
 layout = RunLayout.of(spec["dag_id"], spec["run_id"])
 connection = TwilioConnection(**spec["connection"])
 if spec["what"] == "send":
-    tasks.send_chunk(spec["ref"], spec["params"], BatchSettings.from_env(), layout,
-                     prepared_at=spec["prepared_at"], connection=connection)
+    send.send_chunk(spec["ref"], BatchSettings.from_env(), layout, connection=connection)
 else:
-    tasks.track_poke(spec["sent"], spec["params"], BatchSettings.from_env(), layout, connection=connection)
+    track.track_poke(spec["sent"], BatchSettings.from_env(), layout, connection=connection)
 print("finished")
 """
 
@@ -60,9 +60,13 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 def start_worker(spec: dict[str, Any]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)])}
     process = subprocess.Popen(
-        [sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env,
-    )  # fmt: skip
+        [sys.executable, "-c", WORKER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert process.stdin is not None
     process.stdin.write(json.dumps(spec))
     process.stdin.close()
@@ -94,7 +98,9 @@ def prepared(n: int, run_id: str) -> tuple[RunLayout, dict[str, Any]]:
         "concurrency": 2,
     }
     layout = RunLayout.of("batch_resume", run_id)
-    out = tasks.prepare(params, BatchSettings.from_env(), [REPO], layout, "k", map_limit=1024)
+    out = prepare_run(
+        params, BatchSettings.from_env(), [REPO], layout, "k", map_limit=1024, conn_id="twilio_default"
+    )
     return layout, {**out, "params": params}
 
 
@@ -103,9 +109,17 @@ def test_killed_send_chunk_resumes_from_its_results_without_duplicates(clean_san
     layout, batch = prepared(40, "killed_send")
     ref = batch["chunks"][0]
     sb.set_faults(latency_ms=150)  # 2 in flight: about 3 s for the chunk
-    worker = start_worker({"what": "send", "dag_id": layout.dag_id, "run_id": layout.run_id, "ref": ref,
-                           "params": batch["params"], "prepared_at": batch["prepared_at"],
-                           "connection": connection(sb)})  # fmt: skip
+    worker = start_worker(
+        {
+            "what": "send",
+            "dag_id": layout.dag_id,
+            "run_id": layout.run_id,
+            "ref": ref,
+            "params": batch["params"],
+            "prepared_at": batch["prepared_at"],
+            "connection": connection(sb),
+        }
+    )
 
     def checkpointed() -> list[dict[str, Any]]:
         results = read_json(layout.results(0))
@@ -122,10 +136,9 @@ def test_killed_send_chunk_resumes_from_its_results_without_duplicates(clean_san
     # The retry, with responses lost on the way back (the sandbox stored the message, the client saw a 500).
     sb.set_faults(rate_lost_response=0.2, lost_response_mode="500", seed=5)
     creates_before = sb.stats()["requests"]["create"]
-    counts = tasks.send_chunk(
-        ref, batch["params"], BatchSettings.from_env(), layout, prepared_at=batch["prepared_at"],
-        connection=TwilioConnection(**connection(sb)),
-    )  # fmt: skip
+    counts = send.send_chunk(
+        ref, BatchSettings.from_env(), layout, connection=TwilioConnection(**connection(sb))
+    )
     stats = sb.stats()
     stored = sb.messages()
     assert Counter(m["to"] for m in stored) == Counter(r["to"] for r in batch["params"]["recipients"])
@@ -150,18 +163,19 @@ def test_killed_track_poke_resumes_from_its_tracking_state(clean_sandbox, monkey
     monkeypatch.setenv("TWILIO_BATCH_FIRST_FETCH_AFTER", "1")
     layout, batch = prepared(30, "killed_track")
     conn = TwilioConnection(**connection(sb))
-    counts = tasks.send_chunk(
-        batch["chunks"][0],
-        batch["params"],
-        BatchSettings.from_env(),
-        layout,
-        prepared_at=batch["prepared_at"],
-        connection=conn,
-    )
+    counts = send.send_chunk(batch["chunks"][0], BatchSettings.from_env(), layout, connection=conn)
     sent = {**counts, "sent_at": (datetime.now(UTC) - timedelta(seconds=5)).isoformat()}
     sb.set_faults(latency_ms=200)  # 2 in flight: 30 fetches take about 3 s
-    worker = start_worker({"what": "track", "dag_id": layout.dag_id, "run_id": layout.run_id, "sent": sent,
-                           "params": batch["params"], "connection": connection(sb)})  # fmt: skip
+    worker = start_worker(
+        {
+            "what": "track",
+            "dag_id": layout.dag_id,
+            "run_id": layout.run_id,
+            "sent": sent,
+            "params": batch["params"],
+            "connection": connection(sb),
+        }
+    )
 
     def saved() -> dict[str, Any]:
         return read_json(layout.tracking(0), {})
@@ -172,7 +186,7 @@ def test_killed_track_poke_resumes_from_its_tracking_state(clean_sandbox, monkey
     assert 5 <= len(known) < 30
     fetches_before = sb.stats()["requests"]["fetch"]
     sb.set_faults(latency_ms=0)
-    done, value = tasks.track_poke(sent, batch["params"], BatchSettings.from_env(), layout, connection=conn)
+    done, value = track.track_poke(sent, BatchSettings.from_env(), layout, connection=conn)
     assert done and value == {"chunk": 0, "delivered": 30, "failed": 0, "unconfirmed": 0, "rejected": 0}
     # Exactly the messages the killed poke had not saved were fetched; a saved final one never again.
     assert sb.stats()["requests"]["fetch"] - fetches_before == 30 - len(known)

@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from twilio_messaging.batch.prepare import Sender
-from twilio_messaging.batch.records import ManifestRow
-from twilio_messaging.batch.report import ACCEPTED, DELIVERED, FAILED, REJECTED, UNCONFIRMED
+from tests.batch.inmemory import MemoryStore
+from twilio_messaging.batch.plan import Sender
+from twilio_messaging.batch.records import ACCEPTED, ManifestRow
 from twilio_messaging.batch.send import send_rows
 from twilio_messaging.batch.throttle import AdaptiveLimiter, throttled_client
-from twilio_messaging.batch.track import MemoryStore, poll_chunk
+from twilio_messaging.batch.track import poll_chunk
 from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.contract import DELIVERED, FAILED, REJECTED, UNCONFIRMED
 from twilio_messaging.errors import TwilioAPIError
 from twilio_messaging.retry import RetryPolicy
 

@@ -10,15 +10,16 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from tests.batch.inmemory import MemoryStore
 from tests.batch.test_send_track import SENDER, connection, row, rows
 from twilio_messaging.batch import sweep as sweep_module
-from twilio_messaging.batch.report import DELIVERED, FAILED
 from twilio_messaging.batch.send import send_rows
 from twilio_messaging.batch.sweep import CreatedSpan, ListWindow, worth_listing
 from twilio_messaging.batch.throttle import throttled_client
-from twilio_messaging.batch.track import MemoryStore, poll_chunk
+from twilio_messaging.batch.track import poll_chunk
 from twilio_messaging.client import AsyncTwilioClient
 from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.contract import DELIVERED, FAILED
 from twilio_messaging.errors import TwilioAPIError
 
 
@@ -143,7 +144,7 @@ def mock_twilio(list_status: int) -> tuple[httpx.MockTransport, list[str]]:
 
 
 def records_for(n: int) -> list:
-    from twilio_messaging.batch.report import message_record
+    from twilio_messaging.batch.records import message_record
 
     return [message_record(i, f"+1555000{i:04d}", f"SM{i:032x}", "queued") for i in range(n)]
 

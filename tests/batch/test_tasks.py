@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from twilio_messaging.batch import ledger, tasks
+from tests.batch.inmemory import summarise_records as summarise
+from twilio_messaging.batch import failures, ledger, plan, send, track
+from twilio_messaging.batch import report as reporting
 from twilio_messaging.batch.layout import RunLayout
-from twilio_messaging.batch.report import message_record, summarise
-from twilio_messaging.batch.settings import BatchSettings
+from twilio_messaging.batch.prepare import prepare_run
+from twilio_messaging.batch.records import message_record
 from twilio_messaging.batch.track import StorageStore
 from twilio_messaging.errors import TwilioAPIError, TwilioConfigError, TwilioUnreachableError
+from twilio_messaging.settings import BatchSettings
 from twilio_messaging.storage import read_json, write_json_atomic
 from twilio_messaging.validation import InvalidInput
 
@@ -38,8 +41,14 @@ def settings(**changes) -> BatchSettings:
 
 def prepared(run_id: str = "run_1", params=None) -> tuple[RunLayout, dict]:
     layout = RunLayout.of("batch_dag", run_id)
-    out = tasks.prepare(
-        {**PARAMS, **(params or {})}, settings(), [REPO], layout, "2026-12-02", map_limit=1024
+    out = prepare_run(
+        {**PARAMS, **(params or {})},
+        settings(),
+        [REPO],
+        layout,
+        "2026-12-02",
+        map_limit=1024,
+        conn_id="twilio_default",
     )
     return layout, out
 
@@ -55,17 +64,17 @@ def results(layout: RunLayout, chunk: int, records, complete: bool) -> None:
 def test_summary_after_a_send_that_died_mid_chunk_and_failed_tracking(tmp_path):
     layout, out = prepared()
     assert out["chunks"] == [0, 1]
-    assert [len(tasks.read_manifest(layout, chunk)) for chunk in out["chunks"]] == [2, 2]
+    assert [len(plan.read_manifest(layout, chunk)) for chunk in out["chunks"]] == [2, 2]
     assert out["counts"]["invalid"] == 1 and out["counts"]["to_send"] == 4
     delivered = message_record(1, "+15550000001", "SM1", "delivered")
     undelivered = message_record(2, "+15550000002", "SM2", "undelivered", 30003)
     results(layout, 0, [delivered, undelivered], complete=True)
-    tasks.write_tracked(layout, 0, [delivered, undelivered])
+    track.write_tracked(layout, 0, [delivered, undelivered])
     # Chunk 1's send died after row 4; its tracking failed too, but the store knows row 4's final status.
     results(layout, 1, [message_record(4, "+15550000004", "SM4", "queued")], complete=False)
     StorageStore(layout.tracking(1)).save({"SM4": ["delivered", None, None]})
 
-    summary = tasks.summarise(layout, {"report_format": "csv", "failure_threshold": 0.9})
+    summary = reporting.summarise(layout)
     with open(summary["report_path"], newline="") as handle:
         report = list(csv.DictReader(handle))
     assert [(int(r["row"]), r["outcome"]) for r in report] == [
@@ -78,7 +87,7 @@ def test_summary_after_a_send_that_died_mid_chunk_and_failed_tracking(tmp_path):
     assert summary["dedupe_key"] == "2026-12-02" and summary["already_sent"] == 0
     assert read_json(layout.summary) == summary  # summary.json holds what the XCom holds
     assert summary["report_uri"] == str(layout.report("csv"))
-    verdict = tasks.failure_verdict(summary, threshold=0.9)
+    verdict = reporting.failure_verdict(summary, threshold=0.9)
     assert verdict is not None and "1 messages are in chunks whose send task failed" in verdict
 
 
@@ -86,8 +95,8 @@ def test_failure_verdict_names_the_numbers():
     failed = [message_record(i, f"+1555000{i:04d}", f"SM{i}", "failed", 30008) for i in range(3)]
     records = failed + [message_record(i, f"+1555000{i:04d}", f"SM{i}", "delivered") for i in range(3, 10)]
     summary = summarise(records, "/tmp/r.csv")
-    assert tasks.failure_verdict(summary, 0.3) is None
-    verdict = tasks.failure_verdict(summary, 0.25)
+    assert reporting.failure_verdict(summary, 0.3) is None
+    verdict = reporting.failure_verdict(summary, 0.25)
     assert "3 of 10 messages failed (30.0%)" in verdict and "25.0%" in verdict
     assert "30008: 3" in verdict and "/tmp/r.csv" in verdict
 
@@ -105,21 +114,21 @@ def test_failure_verdict_names_the_numbers():
     ],
 )
 def test_final_errors_are_not_retried(exc, final):
-    assert tasks.is_final_error(exc) is final
+    assert failures.is_final_error(exc) is final
 
 
 def test_concurrency_param_can_lower_but_not_raise():
-    assert tasks.concurrency_from_params({"concurrency": 3}, settings()) == 3
-    assert tasks.concurrency_from_params({"concurrency": 50}, settings()) == 10
-    assert tasks.concurrency_from_params({}, settings()) == 10
+    assert plan.concurrency_from_params({"concurrency": 3}, settings()) == 3
+    assert plan.concurrency_from_params({"concurrency": 50}, settings()) == 10
+    assert plan.concurrency_from_params({}, settings()) == 10
     with pytest.raises(InvalidInput, match="concurrency"):
-        tasks.concurrency_from_params({"concurrency": -1}, settings())
+        plan.concurrency_from_params({"concurrency": -1}, settings())
 
 
 def test_sender_defaults_only_without_from_and_service():
-    assert tasks.sender_from_params({}, settings()).from_ == "+15005550006"
+    assert plan.sender_from_params({}, settings()).from_ == "+15005550006"
     service = "MG" + "0" * 32
-    sender = tasks.sender_from_params({"messagingServiceSid": service}, settings())
+    sender = plan.sender_from_params({"messagingServiceSid": service}, settings())
     assert (sender.from_, sender.messaging_service_sid) == (None, service)
 
 
@@ -128,9 +137,9 @@ def test_no_fetch_before_first_fetch_after():
     sent = {"chunk": 0, "sent_at": datetime.now(UTC).isoformat()}
     results(layout, 0, [message_record(1, "+15550000001", "SM1", "queued")], complete=True)
     # No connection is needed (or made) while the chunk is younger than first_fetch_after.
-    assert tasks.track_poke(sent, {}, settings(), layout) == (False, None)
+    assert track.track_poke(sent, settings(), layout) == (False, None)
     results(layout, 1, [message_record(4, "+15005550001", None, None, 21211)], complete=True)
-    done, value = tasks.track_poke({**sent, "chunk": 1}, {}, settings(), layout)
+    done, value = track.track_poke({**sent, "chunk": 1}, settings(), layout)
     assert done and value == {"chunk": 1, "delivered": 0, "failed": 0, "unconfirmed": 0, "rejected": 1}
     assert [r["outcome"] for r in ledger.iter_jsonl(layout.tracked(1))] == ["rejected"]
 
@@ -156,9 +165,11 @@ def test_chunk_size_grows_to_fit_max_map_length_and_says_so(caplog):
     rows = [{"to": f"+1555069{i:04d}", "name": f"N{i}"} for i in range(100)]
     params = {"recipients": rows, "body_template": "Hi {name}", "chunk_size": 5}
     with caplog.at_level("WARNING"):
-        out = tasks.prepare(params, settings(), [REPO], RunLayout.of("d", "grow"), "k", map_limit=16)
+        out = prepare_run(
+            params, settings(), [REPO], RunLayout.of("d", "grow"), "k", map_limit=16, conn_id="twilio_default"
+        )
     layout = RunLayout.of("d", "grow")
-    assert [len(tasks.read_manifest(layout, chunk)) for chunk in out["chunks"]] == [7] * 14 + [2]
+    assert [len(plan.read_manifest(layout, chunk)) for chunk in out["chunks"]] == [7] * 14 + [2]
     assert (
         "chunk_size 5 would make 20 chunks, over [core] max_map_length = 16: using chunks of 7" in caplog.text
     )
@@ -188,18 +199,52 @@ def test_default_dedupe_key_is_the_day_of_the_run():
 
     midnight = datetime(2026, 12, 2, tzinfo=UTC)
     later = datetime(2026, 12, 2, 0, 52, tzinfo=UTC)
-    scheduled = tasks.dedupe_key({}, midnight, midnight, midnight)
-    manual = tasks.dedupe_key({}, later, later, later)
-    manual_without_date = tasks.dedupe_key({"dedupe_key": ""}, None, None, later)
+    scheduled = plan.dedupe_key({}, midnight, midnight, midnight)
+    manual = plan.dedupe_key({}, later, later, later)
+    manual_without_date = plan.dedupe_key({"dedupe_key": ""}, None, None, later)
     assert scheduled == manual == manual_without_date == "2026-12-02"
-    assert tasks.dedupe_key({"dedupe_key": " campaign-7 "}, midnight, None, midnight) == "campaign-7"
+    assert plan.dedupe_key({"dedupe_key": " campaign-7 "}, midnight, None, midnight) == "campaign-7"
 
 
 def test_a_worker_that_does_not_see_the_storage_fails_instead_of_sending_nothing(monkeypatch, tmp_path):
     layout, out = prepared("shared")
     monkeypatch.setenv("TWILIO_STORAGE", f"file://{tmp_path / 'elsewhere'}")
     elsewhere = RunLayout.of(layout.dag_id, layout.run_id)
-    with pytest.raises(tasks.StorageMismatch, match="every worker must see the same storage"):
-        tasks.send_chunk(out["chunks"][0], PARAMS, settings(), elsewhere, connection=object())  # type: ignore[arg-type]
-    with pytest.raises(tasks.StorageMismatch, match="send_chunk of chunk 0"):
-        tasks.track_poke({"chunk": 0, "sent_at": datetime.now(UTC).isoformat()}, {}, settings(), elsewhere)
+    with pytest.raises(plan.StorageMismatch, match="every worker must see the same storage"):
+        send.send_chunk(out["chunks"][0], settings(), elsewhere, connection=object())  # type: ignore[arg-type]
+    with pytest.raises(plan.StorageMismatch, match="send_chunk of chunk 0"):
+        track.track_poke({"chunk": 0, "sent_at": datetime.now(UTC).isoformat()}, settings(), elsewhere)
+
+
+def test_prepare_writes_the_plan_every_later_task_reads():
+    service = "MG" + "1" * 32
+    params = {
+        "messagingServiceSid": service,
+        "statusCallback": "https://cb.example/s",
+        "accountSid": "AC" + "2" * 32,
+        "concurrency": 3,
+        "sender_mps": 50,
+        "pace": True,
+        "report_format": "json",
+        "failure_threshold": 0.25,
+    }
+    layout, out = prepared("planned", params)
+    planned = plan.read_plan(layout)
+    assert planned.sender == plan.Sender(None, service, "https://cb.example/s")
+    assert (planned.concurrency, planned.pace, planned.sender_mps) == (3, True, 50.0)
+    assert (planned.conn_id, planned.account_sid) == ("twilio_default", "AC" + "2" * 32)
+    assert (planned.dedupe_key, planned.prepared_at) == ("2026-12-02", out["prepared_at"])
+    assert (planned.chunks, planned.chunk_rows, planned.chunk_size) == (2, [2, 2], 2)
+    assert (planned.report_format, planned.failure_threshold) == ("json", 0.25)
+    assert plan.BatchPlan.from_json(planned.to_json()) == planned
+    # The summary reports as planned: the params are not read again.
+    for chunk in out["chunks"]:
+        results(layout, chunk, [], complete=True)
+    summary = reporting.summarise(layout)
+    assert summary["report_path"].endswith("report.json") and summary["failure_threshold"] == 0.25
+
+
+def test_later_tasks_need_the_plan():
+    layout = RunLayout.of("batch_dag", "never_prepared")
+    with pytest.raises(plan.StorageMismatch, match=r"batch\.json is missing, though prepare wrote it"):
+        send.send_chunk(0, settings(), layout, connection=object())  # type: ignore[arg-type]

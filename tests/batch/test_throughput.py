@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from twilio_messaging.batch import tasks
+from twilio_messaging.batch import plan, send
 from twilio_messaging.batch.layout import RunLayout
+from twilio_messaging.batch.prepare import prepare_run
 from twilio_messaging.batch.send import Pace
-from twilio_messaging.batch.settings import BatchSettings
 from twilio_messaging.batch.throughput import VALIDITY_PERIOD_S, DrainEstimate, segments
 from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.settings import BatchSettings
 from twilio_messaging.validation import InvalidInput
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +61,9 @@ def test_drain_estimate_counts_the_messages_that_would_expire():
 
 def prepare(params: dict, run_id: str = "r") -> dict:
     layout = RunLayout.of("batch_mps", run_id)
-    return tasks.prepare(params, BatchSettings.from_env(), [REPO], layout, "k", map_limit=1024)
+    return prepare_run(
+        params, BatchSettings.from_env(), [REPO], layout, "k", map_limit=1024, conn_id="twilio_default"
+    )
 
 
 ROWS = [{"to": f"+1555077{i:04d}", "name": f"N{i}"} for i in range(400)]
@@ -79,7 +82,7 @@ def test_prepare_refuses_a_batch_that_would_outlive_the_validity_period():
     # The same batch paced is accepted: nothing waits in Twilio's queue, the sends are spread instead.
     paced = prepare({**params, "pace": True}, "paced")
     assert paced["counts"]["to_send"] == 400
-    rows = tasks.read_manifest(RunLayout.of("batch_mps", "paced"), paced["chunks"][0])
+    rows = plan.read_manifest(RunLayout.of("batch_mps", "paced"), paced["chunks"][0])
     assert [row["offset"] for row in rows[:3]] == [0, 1, 2]
 
 
@@ -105,18 +108,21 @@ def test_pace_waits_for_each_row_slot():
 
 def test_paced_chunk_sends_at_the_sender_rate(clean_sandbox):
     rows = [{"to": f"+1555078{i:04d}", "name": f"N{i}"} for i in range(16)]
-    params = {"recipients": rows, "body_template": "Hi {name}", "from": FROM, "sender_mps": 8.0, "pace": True,
-              "concurrency": 8}  # fmt: skip
+    params = {
+        "recipients": rows,
+        "body_template": "Hi {name}",
+        "from": FROM,
+        "sender_mps": 8.0,
+        "pace": True,
+        "concurrency": 8,
+    }
     out = prepare(params, "paced_send")
     layout = RunLayout.of("batch_mps", "paced_send")
     connection = TwilioConnection(
         base_url=clean_sandbox.base_url, username=clean_sandbox.account_sid, secret=clean_sandbox.auth_token
     )
     started = time.monotonic()
-    counts = tasks.send_chunk(
-        out["chunks"][0], params, BatchSettings.from_env(), layout, prepared_at=tasks.prepared_at(layout),
-        connection=connection,
-    )  # fmt: skip
+    counts = send.send_chunk(out["chunks"][0], BatchSettings.from_env(), layout, connection=connection)
     elapsed = time.monotonic() - started
     assert counts["accepted"] == 16 and len(clean_sandbox.messages()) == 16
     # 16 one-segment messages at 8/s: the last slot is 15/8 = 1.9 s after prepare; unpaced this takes ~0.1 s.

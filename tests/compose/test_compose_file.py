@@ -513,7 +513,7 @@ def test_init_migrates_the_database_and_creates_the_pool(services, airflow_cli) 
 
 def test_pool_fits_the_batch_dag(services, env_example, monkeypatch) -> None:
     """The init pool is the one the batch DAG uses, and it can hold a chunk task's slots."""
-    from twilio_messaging.batch.settings import BatchSettings
+    from twilio_messaging.settings import BatchSettings
 
     init_env, worker_env = env_of(services[INIT]), env_of(services[WORKER])
     for env in ({}, env_example):

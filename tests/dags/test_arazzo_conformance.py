@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from twilio_messaging import dag_tasks, workflow
-from twilio_messaging.arazzo import load_workflow
+from twilio_messaging import contract
 from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.forms import create_form
+from twilio_messaging.operators.twilio import resolve_account_sid
+from twilio_messaging.outputs import SEND_OUTPUTS, status_report
 from twilio_messaging.retry import Verdict, classify_status
 from twilio_messaging.statuses import end_state
 from twilio_messaging.validation import InvalidInput, validate_inputs
+from twilio_messaging.workflow import outcome as decide
+from twilio_messaging.workflow.arazzo import load_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 ARAZZO = REPO / "dags" / "workflows" / "twilio-send-message-track-status-workflow.yml"
@@ -68,11 +71,11 @@ def test_inputs_and_params_agree(flow, dag):
 
 def test_account_sid_falls_back_to_the_connection_login():
     connection = TwilioConnection(base_url="http://127.0.0.1:1", username=ACCOUNT, secret="s")
-    assert workflow.resolve_account_sid({}, connection) == ACCOUNT
-    assert workflow.resolve_account_sid({"accountSid": "AC" + "f" * 32}, connection) == "AC" + "f" * 32
+    assert resolve_account_sid(None, connection) == ACCOUNT
+    assert resolve_account_sid("AC" + "f" * 32, connection) == "AC" + "f" * 32
     api_key = TwilioConnection(base_url="http://127.0.0.1:1", username="SK" + "0" * 32, secret="s")
     with pytest.raises(InvalidInput, match="accountSid"):
-        workflow.resolve_account_sid({}, api_key)
+        resolve_account_sid(None, api_key)
 
 
 def test_from_and_body_stand_ins_are_enforced():
@@ -113,8 +116,8 @@ def test_success_criteria(flow):
 
 def test_step_outputs_are_published(flow, dag):
     send, check = flow["steps"]
-    assert set(send["outputs"]) <= set(dag_tasks.SEND_OUTPUTS)
-    assert set(check["outputs"]) <= set(workflow.status_report({}))
+    assert set(send["outputs"]) <= set(SEND_OUTPUTS)
+    assert set(check["outputs"]) <= set(status_report({}))
     sensor = dag.get_task("checkStatus")
     assert check["operationId"] == "fetchMessage"
     assert {p["name"] for p in check["parameters"]} == {"AccountSid", "MessageSid"}
@@ -129,7 +132,7 @@ def test_step_outputs_are_published(flow, dag):
 def test_end_criteria_match_the_status_routing(flow, dag):
     ends = {end["name"]: end for end in flow["steps"][1]["onSuccess"]}
     assert set(ends) == {"delivered", "failed"}
-    assert dag.get_task(dag_tasks.BRANCH_TASK).downstream_task_ids == set(ends)
+    assert dag.get_task(contract.BRANCH_TASK).downstream_task_ids == set(ends)
     for name, end in ends.items():
         assert end["type"] == "end"
         statuses = re.findall(r'\$\.status == "(\w+)"', end["criteria"][0]["condition"])
@@ -141,12 +144,12 @@ def test_end_criteria_match_the_status_routing(flow, dag):
 def test_workflow_outputs_are_produced_by_both_end_tasks(flow):
     expected = {name: expr.split(".")[-1] for name, expr in flow["outputs"].items()}
     assert set(expected) == {"messageSid", "finalStatus"}
-    assert set(expected) <= set(workflow.WORKFLOW_OUTPUTS)
+    assert set(expected) <= set(contract.WORKFLOW_OUTPUTS)
     # Both end tasks publish the same outputs, from one outcome.
-    outcome = workflow.decide_outcome(
+    outcome = decide.decide_outcome(
         {"messageSid": "SM" + "1" * 32, "accountSid": ACCOUNT}, {"status": "delivered", "errorCode": None}
     )
-    assert workflow.workflow_outputs(outcome) == {
+    assert decide.workflow_outputs(outcome) == {
         "messageSid": "SM" + "1" * 32,
         "finalStatus": "delivered",
         "errorCode": None,

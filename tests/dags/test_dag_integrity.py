@@ -49,10 +49,14 @@ def test_structure_reads_like_the_diagram(dag):
 
     from twilio_messaging.operators.twilio import TwilioSendMessageOperator
     from twilio_messaging.sensors.twilio import TwilioMessageStatusSensor
+    from twilio_messaging.workflow.inputs import SendMessageFromParams
 
     tasks = {t.task_id: t for t in dag.tasks}
     assert set(tasks) == {"sendMessage", "checkStatus", "routeByStatus", "delivered", "failed"}
-    assert type(tasks["sendMessage"]) is TwilioSendMessageOperator
+    # The provider's operator, reading the trigger form (the workflow's own subclass, in the app layer).
+    assert type(tasks["sendMessage"]) is SendMessageFromParams
+    assert SendMessageFromParams.__bases__ == (TwilioSendMessageOperator,)
+    assert tasks["sendMessage"].twilio_conn_id == "twilio_default"
     assert type(tasks["checkStatus"]) is TwilioMessageStatusSensor and isinstance(
         tasks["checkStatus"], HttpSensor
     )
@@ -102,7 +106,7 @@ def test_sensor_timings_come_from_the_environment(dag):
 
 
 def test_production_defaults_without_env(monkeypatch):
-    from twilio_messaging.workflow import tracking_settings
+    from twilio_messaging.settings import tracking_settings
 
     settings = tracking_settings({})
     assert (settings.poke_interval, settings.timeout, settings.max_wait) == (60.0, 86400.0, 900.0)

@@ -90,6 +90,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
                 # The batch DAG (Messages tab tests): no daily run of its own, files from data_dir.
                 "TWILIO_BATCH_SCHEDULE": "none",
                 "TWILIO_BATCH_POKE_INTERVAL": POKE_INTERVAL,
+                "TWILIO_BATCH_STATUS_TIMEOUT": STATUS_TIMEOUT,
                 "TWILIO_BATCH_DATA_DIRS": str(data_dir),
                 # A user the auth manager gives no role: authenticated, but may read no DAG.
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{NO_ACCESS_USER}:",

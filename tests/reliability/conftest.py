@@ -222,6 +222,7 @@ STACK_ENV = {
     "TWILIO_STATUS_TIMEOUT": "240",
     "TWILIO_BATCH_SCHEDULE": "none",  # unpaused, the batch DAG must not start a scheduled run of its own
     "TWILIO_BATCH_POKE_INTERVAL": "2",
+    "TWILIO_BATCH_STATUS_TIMEOUT": "240",
     # A killed scheduler's task instances are reset within seconds of the restart, not after 5 minutes.
     "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10",

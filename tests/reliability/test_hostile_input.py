@@ -163,8 +163,9 @@ def test_malformed_workflow_confs_are_refused_naming_the_field_or_sent_exactly(r
 
     from twilio_messaging.client import TwilioClient
     from twilio_messaging.connection import TwilioConnection
+    from twilio_messaging.operators.twilio import resolve_account_sid
     from twilio_messaging.validation import InvalidInput
-    from twilio_messaging.workflow import prepare_send
+    from twilio_messaging.workflow.inputs import check_inputs
 
     connection = TwilioConnection(base_url=rel.base_url, username=rel.account_sid, secret=TOKEN)
     seen = {"examples": 0, "param_refused": 0, "task_refused": 0, "sent": 0}
@@ -181,7 +182,8 @@ def test_malformed_workflow_confs_are_refused_naming_the_field_or_sent_exactly(r
             seen["param_refused"] += 1
             return
         try:
-            account, request = prepare_send(params, connection, conf)
+            request, account_input = check_inputs(params, conf)
+            account = resolve_account_sid(account_input, connection)
         except InvalidInput as exc:
             unknown = ", ".join(sorted(key for key in conf if key not in WORKFLOW_FIELDS))
             known = {*WORKFLOW_FIELDS, "from/messagingServiceSid", "body/mediaUrl"}
@@ -268,9 +270,10 @@ def batch_confs(draw) -> dict[str, Any]:
 def test_malformed_batch_confs_are_refused_naming_the_field_or_prepared_validly(rel, batch_params):
     from airflow.sdk.exceptions import ParamValidationError
 
-    from twilio_messaging.batch import ledger, tasks
+    from twilio_messaging.batch import ledger, plan
     from twilio_messaging.batch.layout import RunLayout
-    from twilio_messaging.batch.settings import BatchSettings
+    from twilio_messaging.batch.prepare import prepare_run
+    from twilio_messaging.settings import BatchSettings
     from twilio_messaging.validation import InvalidInput, validate_message
 
     settings_ = BatchSettings.from_env()
@@ -297,7 +300,15 @@ def test_malformed_batch_confs_are_refused_naming_the_field_or_prepared_validly(
             return
         layout = RunLayout.of(BATCH_DAG, f"hostile_{seen['examples']}")
         try:
-            prepared = tasks.prepare(params, settings_, [REPO, DAGS], layout, layout.run_id, map_limit=1024)
+            prepared = prepare_run(
+                params,
+                settings_,
+                [REPO, DAGS],
+                layout,
+                layout.run_id,
+                map_limit=1024,
+                conn_id="twilio_default",
+            )
         except InvalidInput as exc:
             assert exc.field in batch_params or exc.field in ("to", "chunk_size"), exc
             assert exc.field in str(exc)
@@ -306,7 +317,7 @@ def test_malformed_batch_confs_are_refused_naming_the_field_or_prepared_validly(
         seen["prepared"] += 1
         counts = prepared["counts"]
         # Rows are in storage (one manifest per chunk, the skipped rows), XCom has references.
-        sendable = [row for ref in prepared["chunks"] for row in tasks.read_manifest(layout, ref)]
+        sendable = [row for ref in prepared["chunks"] for row in plan.read_manifest(layout, ref)]
         skipped = list(ledger.iter_jsonl(layout.skipped))
         assert counts["to_send"] == len(sendable)
         assert counts["rows"] == len(sendable) + len(skipped)

@@ -39,7 +39,7 @@ def test_no_failure_path_leaks_the_token(rel, monkeypatch, capfd, fast_backoff, 
     def run(name: str, conf: dict) -> None:
         runs[name] = fresh_dag().test(run_conf={"from": SENDER, "body": f"secret scan {name}", **conf})
         outcome = xcom(runs[name], "routeByStatus", "outcome") or {}
-        from twilio_messaging.workflow import failure_text
+        from twilio_messaging.workflow.outcome import failure_text
 
         texts.append(failure_text(outcome) if outcome.get("end") == "failed" else "")
         texts.append(json.dumps(xcom(runs[name], "sendMessage", "sendError")))

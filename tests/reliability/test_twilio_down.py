@@ -110,7 +110,7 @@ def test_outage_longer_than_the_retry_budget_says_twilio_was_unreachable(switche
     assert states["sendMessage"] == "failed" and states["failed"] == "failed"
     assert try_numbers(run)["sendMessage"] == 3  # unreachable is transient: every Airflow try was used
     outcome = xcom(run, "routeByStatus", "outcome")
-    from twilio_messaging.workflow import failure_text
+    from twilio_messaging.workflow.outcome import failure_text
 
     text = " ".join(failure_text(outcome).split())  # what the failed end task raises (in short lines)
     assert "was unreachable" in text and "Connection refused" in text, text

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from tests.ui.fixtures import report_records, write_report
-from twilio_messaging import storage
+from twilio_messaging import settings, storage
 from twilio_messaging.ui import store
 
 
 @pytest.fixture
 def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(storage.STORAGE_ENV, f"file://{tmp_path / 'storage'}")
+    monkeypatch.setenv(settings.STORAGE_ENV, f"file://{tmp_path / 'storage'}")
     return tmp_path
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from twilio_messaging import workflow
 from twilio_messaging.errors import ERROR_MEANINGS, TwilioAPIError
+from twilio_messaging.operators.twilio import send_error
+from twilio_messaging.workflow import outcome as decide
 
 SID = "SM" + "2" * 32
 SEND = {"messageSid": SID, "accountSid": "AC" + "0" * 32}
@@ -13,12 +14,15 @@ DOCS_21211 = "https://www.twilio.com/docs/errors/21211"
 
 
 def nothing_sent(exc: Exception, code: int | None = None) -> dict:
-    return workflow.decide_outcome({}, None, None, {"errorCode": code, "errorMessage": str(exc)})
+    # What sendMessage publishes as sendError for this exception.
+    error = send_error(exc)
+    assert error["errorCode"] == code
+    return decide.decide_outcome({}, None, None, error)
 
 
 def test_twilio_rejection_is_said_once_with_its_meaning_on_the_first_line():
     exc = TwilioAPIError(400, 21211, "The 'To' number +15005550001 is not a valid phone number.")
-    text = workflow.failure_text(nothing_sent(exc, 21211))
+    text = decide.failure_text(nothing_sent(exc, 21211))
     assert text.splitlines() == [
         "No message was sent: Twilio error 21211, Invalid 'To' phone number",
         "The 'To' number +15005550001 is not a valid phone number.",
@@ -30,7 +34,7 @@ def test_twilio_rejection_is_said_once_with_its_meaning_on_the_first_line():
 
 def test_hint_of_the_api_error_follows_the_first_line():
     exc = TwilioAPIError(401, 20003, "Authenticate", hint="Check the password of connection 'x'.")
-    lines = workflow.failure_text(nothing_sent(exc, 20003)).splitlines()
+    lines = decide.failure_text(nothing_sent(exc, 20003)).splitlines()
     assert lines[0] == "No message was sent: Twilio error 20003, Authentication failed: the"
     assert lines[1:] == [
         "Account SID / API key or its secret is wrong",
@@ -41,12 +45,12 @@ def test_hint_of_the_api_error_follows_the_first_line():
 
 def test_invalid_input_names_the_field_without_a_code():
     outcome = nothing_sent(ValueError("Invalid input 'to': must be E.164"))
-    assert workflow.failure_text(outcome) == "No message was sent: Invalid input 'to': must be E.164"
+    assert decide.failure_text(outcome) == "No message was sent: Invalid input 'to': must be E.164"
 
 
 def test_undelivered_has_status_code_and_meaning_on_the_first_line_then_sid_and_docs():
-    outcome = workflow.decide_outcome(SEND, {"status": "undelivered", "errorCode": 30003})
-    assert workflow.failure_text(outcome).splitlines() == [
+    outcome = decide.decide_outcome(SEND, {"status": "undelivered", "errorCode": 30003})
+    assert decide.failure_text(outcome).splitlines() == [
         "Message undelivered: error 30003, Unreachable destination handset",
         "(often temporary: phone off or out of coverage)",
         f"Message SID: {SID}",
@@ -57,19 +61,19 @@ def test_undelivered_has_status_code_and_meaning_on_the_first_line_then_sid_and_
 @pytest.mark.parametrize("code", sorted(ERROR_MEANINGS))
 def test_every_line_fits_the_log_view(code: int):
     for outcome in (
-        workflow.decide_outcome(SEND, {"status": "undelivered", "errorCode": code}),
+        decide.decide_outcome(SEND, {"status": "undelivered", "errorCode": code}),
         nothing_sent(TwilioAPIError(400, code, "Twilio's own words " * 8), code),
     ):
-        lines = workflow.failure_text(outcome).splitlines()
-        assert all(len(line) <= workflow.FAILURE_LINE_WIDTH for line in lines), lines
+        lines = decide.failure_text(outcome).splitlines()
+        assert all(len(line) <= decide.FAILURE_LINE_WIDTH for line in lines), lines
         assert f"error {code}, " in lines[0]
         meaning = " ".join(lines).replace("  ", " ")
         assert ERROR_MEANINGS[code] in meaning, lines
 
 
 def test_unknown_code_points_at_the_docs():
-    outcome = workflow.decide_outcome(SEND, {"status": "failed", "errorCode": 39999})
-    lines = workflow.failure_text(outcome).splitlines()
+    outcome = decide.decide_outcome(SEND, {"status": "failed", "errorCode": 39999})
+    lines = decide.failure_text(outcome).splitlines()
     assert lines[0] == "Message failed: error 39999, see Twilio's documentation"
     assert lines[-1] == "Twilio docs: https://www.twilio.com/docs/errors/39999"
 
@@ -88,13 +92,13 @@ def test_unknown_code_points_at_the_docs():
     ],
 )
 def test_without_code(report: dict, expected: list[str]):
-    text = workflow.failure_text(workflow.decide_outcome(SEND, report))
+    text = decide.failure_text(decide.decide_outcome(SEND, report))
     assert text.splitlines() == [*expected, f"Message SID: {SID}"]
 
 
 def test_create_may_have_happened_says_so_once():
     error = {"errorCode": None, "errorMessage": "Twilio API was unreachable", "maybeCreated": True}
-    text = workflow.failure_text(workflow.decide_outcome({}, None, None, error))
+    text = decide.failure_text(decide.decide_outcome({}, None, None, error))
     assert text.splitlines() == [
         "Not known whether the message was sent (unknown (delivery unconfirmed)):",
         "Twilio API was unreachable",

@@ -22,6 +22,7 @@ from twilio_messaging import (
     TwilioUnreachableError,
     validate_message,
 )
+from twilio_messaging.hooks.twilio import TwilioHook
 from twilio_messaging.retry import RetryPolicy
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
@@ -200,8 +201,8 @@ def test_async_client_is_duplicate_safe_against_the_sandbox(clean_sandbox):
     assert clean_sandbox.stats()["requests"]["create"] == 1
 
 
-def test_connection_from_airflow_masks_the_password(monkeypatch):
-    from airflow.sdk.log import mask_secret  # noqa: F401  (the import used by from_airflow must exist)
+def test_connection_settings_from_airflow_mask_the_password(monkeypatch):
+    from airflow.sdk.log import mask_secret  # noqa: F401  (the import used by the hook must exist)
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_TWILIO_DEFAULT",
@@ -217,7 +218,7 @@ def test_connection_from_airflow_masks_the_password(monkeypatch):
     )
     masked: list[str] = []
     monkeypatch.setattr("airflow.sdk.log.mask_secret", lambda value, name=None: masked.append(value))
-    conn = TwilioConnection.from_airflow()
+    conn = TwilioHook().connection_settings()
     assert conn.base_url == "https://api.twilio.com" and conn.account_sid == ACCOUNT
     assert masked == [SECRET]
     assert SECRET not in repr(conn)
@@ -228,7 +229,7 @@ def test_connection_without_credentials_is_refused(monkeypatch):
         "AIRFLOW_CONN_TWILIO_DEFAULT", json.dumps({"conn_type": "http", "host": "api.twilio.com"})
     )
     with pytest.raises(TwilioConfigError, match=r"twilio_default.*login"):
-        TwilioConnection.from_airflow()
+        TwilioHook().connection_settings()
 
 
 def test_sync_client_honours_retry_after_from_the_sandbox(clean_sandbox):

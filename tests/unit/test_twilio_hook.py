@@ -170,3 +170,15 @@ def test_both_clients_and_http_hook_reach_the_sandbox(clean_sandbox, monkeypatch
     )
     ok, text = TwilioHook().test_connection()
     assert not ok and "401" in text and "wrong" not in text
+
+
+def test_the_hook_uses_http_hooks_public_api_only():
+    import inspect
+
+    from airflow.providers.http.hooks.http import HttpHook
+
+    private = {name for name in vars(HttpHook) if name.startswith("_") and not name.startswith("__")}
+    private |= {"_srv_lookup_enabled", "_base_url_initialized", "_auth_type"}  # instance attributes
+    source = inspect.getsource(TwilioHook)
+    assert [name for name in sorted(private) if name in source] == []
+    assert not set(vars(TwilioHook)) & private

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from twilio_messaging.operators.twilio import TwilioSendMessageOperator
+from twilio_messaging.workflow.inputs import SendMessageFromParams
 
 
 class FakeTI:
@@ -26,8 +27,9 @@ def context(params: dict[str, Any], ti: FakeTI | None = None, start_date: dateti
     return {"ti": ti or FakeTI(), "dag_run": dag_run, "params": params}
 
 
-def from_params(**kwargs: Any) -> TwilioSendMessageOperator:
-    return TwilioSendMessageOperator(task_id="sendMessage", inputs_from_params=True, **kwargs)
+def from_params(**kwargs: Any) -> SendMessageFromParams:
+    """The workflow's sendMessage: the provider's operator taking the trigger form's params."""
+    return SendMessageFromParams(task_id="sendMessage", **kwargs)
 
 
 @pytest.fixture

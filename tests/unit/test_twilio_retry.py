@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from twilio_messaging.retry import (
+    TRANSIENT_STATUS_CODES,
     RetryPolicy,
     Verdict,
     classify_exception,
@@ -26,6 +27,9 @@ from twilio_messaging.retry import (
         (500, Verdict.AMBIGUOUS),
         (502, Verdict.AMBIGUOUS),
         (503, Verdict.AMBIGUOUS),
+        (504, Verdict.AMBIGUOUS),
+        (501, Verdict.FINAL),
+        (505, Verdict.FINAL),
         (400, Verdict.FINAL),
         (401, Verdict.FINAL),
         (404, Verdict.FINAL),
@@ -34,6 +38,14 @@ from twilio_messaging.retry import (
 )
 def test_classify_status(status, verdict):
     assert classify_status(status) is verdict
+
+
+def test_transient_codes_are_exactly_what_the_client_retries():
+    # One rule for the status sensor's allowlist and the client's retries.
+    retried = {
+        code for code in range(100, 600) if classify_status(code) in (Verdict.RETRY, Verdict.AMBIGUOUS)
+    }
+    assert retried == TRANSIENT_STATUS_CODES
 
 
 @pytest.mark.parametrize(

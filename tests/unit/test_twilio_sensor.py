@@ -144,3 +144,10 @@ def test_a_malformed_sid_fails_without_a_request(env, request, bad):
     with pytest.raises(AirflowFailException, match="'messageSid': must match"):
         sensor.poke(context)  # type: ignore[arg-type]
     assert env.stats()["requests"].get("fetch", 0) == 0
+
+
+def test_the_status_decides_so_no_response_check_is_taken():
+    with pytest.raises(TypeError, match="no response_check"):
+        TwilioMessageStatusSensor(
+            task_id="s", message_sid="SM" + "0" * 32, response_check=lambda response: True
+        )

@@ -1,7 +1,8 @@
 """Where a batch run keeps its data in object storage (``storage.run_path``), one place for every name.
 
     <TWILIO_STORAGE>/<dag_id>/<run_id>/
-        batch.json                 what prepare decided: chunk size and count, counts, dedupe key, prepared_at
+        batch.json                 the plan prepare wrote once (``plan.BatchPlan``): sender, concurrency,
+                                   pace, chunks, dedupe key, connection id; every later task reads it
         skipped.jsonl              rows not sent (invalid, opted_out, duplicate, already_sent), in row order
         manifests/chunk-00000.jsonl  the rows of chunk 0 to send: {"row", "to", "body"} per line
         results/chunk-00000.json   what send_chunk learned (checkpointed while sending): one record per row
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from airflow.sdk import ObjectStoragePath
 
+from twilio_messaging.contract import SUMMARY_FILE, report_file
 from twilio_messaging.storage import run_path, safe_name, storage_base
 
 LEDGER_DIR = "_ledger"
@@ -53,10 +55,10 @@ class RunLayout:
 
     @property
     def summary(self) -> ObjectStoragePath:
-        return self.folder / "summary.json"
+        return self.folder / SUMMARY_FILE
 
     def report(self, fmt: str) -> ObjectStoragePath:
-        return self.folder / f"report.{fmt}"
+        return self.folder / report_file(fmt)
 
     def manifest(self, chunk: int) -> ObjectStoragePath:
         return self.folder / "manifests" / chunk_name(chunk, "jsonl")

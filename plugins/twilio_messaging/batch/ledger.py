@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,11 @@ class SentBefore:
     sid: str | None  # None: maybe sent (look up since ``since`` before sending)
     status: str | None = None
     since: str | None = None
+
+
+def jsonl(item: Mapping[str, Any]) -> str:
+    """One line of a JSON-lines file (the runs' manifests, skipped rows and tracked records)."""
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def iter_jsonl(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:

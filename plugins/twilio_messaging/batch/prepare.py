@@ -5,70 +5,60 @@ reason: ``invalid`` (bad number, template field missing, body too long, ...), ``
 or ``already_sent`` (an earlier run under the same dedupe key sent it). A bad row never fails the batch; a
 bad template or sender does, before any SMS goes out.
 
-``RowFilter`` keeps only what deduplication needs (one entry per number), so a caller can stream any number
-of rows through it; ``prepare_batch`` is the in-memory form for small lists and tests.
+``RowFilter`` keeps only what deduplication needs (one entry per number), so ``prepare_run`` (the DAG's
+prepare task) streams any number of rows through it into one manifest per chunk, and writes the batch's
+plan (``plan.BatchPlan``) that every later task reads.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard, cast
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypedDict, TypeGuard, cast
 
-from twilio_messaging.batch.ledger import SentBefore
-from twilio_messaging.batch.recipients import TO_FIELD, bare_number, normalise_number
-from twilio_messaging.batch.records import ManifestRow, SkippedRow
+from twilio_messaging.batch import ledger
+from twilio_messaging.batch.layout import RunLayout
+from twilio_messaging.batch.ledger import SentBefore, jsonl
+from twilio_messaging.batch.plan import (
+    BatchPlan,
+    Sender,
+    concurrency_from_params,
+    sender_from_params,
+    write_plan,
+)
+from twilio_messaging.batch.recipients import (
+    TO_FIELD,
+    bare_number,
+    iter_rows,
+    load_opt_out,
+    normalise_number,
+    resolve_path,
+    rows_from_list,
+)
+from twilio_messaging.batch.records import ChunkRef, ManifestRow, SkippedRow
 from twilio_messaging.batch.templating import BodyTemplate, MissingField
-from twilio_messaging.validation import InvalidInput, MessageRequest, validate_message
+from twilio_messaging.batch.throughput import DrainEstimate
+from twilio_messaging.contract import ALREADY_SENT, DUPLICATE, INVALID, OPTED_OUT, SKIP_OUTCOMES
+from twilio_messaging.settings import BatchSettings, batch_data_dirs
+from twilio_messaging.storage import open_atomic
+from twilio_messaging.validation import InvalidInput
 
-INVALID = "invalid"
-OPTED_OUT = "opted_out"
-DUPLICATE = "duplicate"
-ALREADY_SENT = "already_sent"
-SKIP_OUTCOMES = (INVALID, OPTED_OUT, DUPLICATE, ALREADY_SENT)
+log = logging.getLogger(__name__)
+
 MAX_CHUNK_SIZE = 5000  # the chunk_size param's maximum: one task's rows stay small in memory and storage
 # Without chunk_size: enough chunks to keep the default pool busy (50 slots / 10 per chunk task = 5 at once,
 # twice over), none smaller than 500 rows, since every task instance has a fixed cost (seconds on Celery,
 # more for a Kubernetes pod), and none larger than the maximum.
 AUTO_CHUNKS = 10
 AUTO_MIN_CHUNK = 500
-
-# Any well-formed number: validates the sender part of a request on its own.
-_PROBE_TO = "+15005550006"
-
-
-@dataclass(frozen=True)
-class Sender:
-    """What every message of a batch shares: the sender and the optional status callback."""
-
-    from_: str | None = None
-    messaging_service_sid: str | None = None
-    status_callback: str | None = None
-
-    def request(self, to: str, body: str) -> MessageRequest:
-        """A validated request (prepare checks every row with it)."""
-        return validate_message(
-            to=to,
-            from_=self.from_,
-            body=body,
-            status_callback=self.status_callback,
-            messaging_service_sid=self.messaging_service_sid,
-        )
-
-    def prepared_request(self, row: ManifestRow) -> MessageRequest:
-        """The request for a manifest row, which prepare has validated already (so it is not again)."""
-        return MessageRequest(
-            to=row["to"],
-            from_=self.from_,
-            body=row["body"],
-            status_callback=self.status_callback,
-            messaging_service_sid=self.messaging_service_sid,
-        )
-
-    def check(self) -> None:
-        """Raise ``InvalidInput`` if the shared fields are wrong, so the whole batch stops early."""
-        self.request(_PROBE_TO, "probe")
+SKIPPED_EXAMPLES = 10  # skipped rows named in prepare's XCom and log; skipped.jsonl has them all
 
 
 @dataclass
@@ -156,49 +146,181 @@ def chunk_size_for(to_send: int, wanted: int | None, max_map_length: int) -> int
     return max(wanted, needed)
 
 
-def chunked(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
-    if size < 1:
-        raise InvalidInput("chunk_size", "must be at least 1")
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+# ---- the prepare task --------------------------------------------------------------------------------
 
 
-@dataclass
-class PreparedBatch:
-    chunks: list[dict[str, Any]]
+class PrepareOutput(TypedDict):
+    chunks: list[ChunkRef]
+    counts: dict[str, int]
     skipped: list[SkippedRow]
-    total_rows: int
-    to_send: int = 0
-
-    def counts(self) -> dict[str, int]:
-        out = {"rows": self.total_rows, "to_send": self.to_send, "chunks": len(self.chunks)}
-        for outcome in SKIP_OUTCOMES:
-            out[outcome] = sum(1 for row in self.skipped if row["outcome"] == outcome)
-        return out
+    prepared_at: str
+    dedupe_key: str
 
 
-def prepare_batch(
-    rows: Iterable[Mapping[str, Any]],
-    template: str | BodyTemplate,
-    sender: Sender,
-    opt_out: set[str] | frozenset[str] = frozenset(),
-    chunk_size: int = 500,
-    sent_before: Mapping[str, SentBefore] | None = None,
-) -> PreparedBatch:
-    """Validate, render, dedupe and chunk ``rows`` in memory; row numbers are 1-based source positions."""
-    body_template = template if isinstance(template, BodyTemplate) else BodyTemplate.parse(template)
-    if chunk_size < 1:
-        raise InvalidInput("chunk_size", "must be at least 1")
-    check = RowFilter(body_template, sender, opt_out, sent_before or {})
-    sendable: list[ManifestRow] = []
-    skipped: list[SkippedRow] = []
-    total = 0
-    for number, row in enumerate(rows, start=1):
-        total = number
-        item = check.check(number, row)
-        if is_skipped(item):
-            skipped.append(item)
-        else:
-            sendable.append(cast(ManifestRow, item))
-    chunks = [{"chunk": index, "rows": part} for index, part in enumerate(chunked(sendable, chunk_size))]
-    return PreparedBatch(chunks=chunks, skipped=skipped, total_rows=total, to_send=len(sendable))
+def max_map_length() -> int:
+    """``[core] max_map_length``: how many mapped task instances Airflow creates for one task."""
+    from airflow.sdk.configuration import conf
+
+    return int(conf.getint("core", "max_map_length"))
+
+
+def _rows(params: Mapping[str, Any], base_dirs: Sequence[Path]) -> tuple[Iterable[Mapping[str, Any]], str]:
+    if params.get("recipients"):
+        return rows_from_list(params["recipients"], "recipients"), "conf 'recipients'"
+    if params.get("recipients_path"):
+        path = resolve_path(params["recipients_path"], base_dirs, batch_data_dirs(base_dirs[0]))
+        return iter_rows(path), str(path)
+    raise InvalidInput("recipients_path", "give a recipients file path or a 'recipients' list")
+
+
+def prepare_run(
+    params: Mapping[str, Any],
+    settings: BatchSettings,
+    base_dirs: Sequence[Path],
+    layout: RunLayout,
+    key: str,
+    *,
+    conn_id: str,
+    map_limit: int | None = None,
+    base: Any = None,
+) -> PrepareOutput:
+    """Stream the recipients: validate, dedupe (within the run and against earlier runs under ``key``),
+    opt-out, render, write one manifest per chunk and the skipped rows to storage, then the batch's plan.
+
+    Memory holds one entry per number (for duplicates) and the earlier runs' sent numbers, not the rows.
+    Raises ``InvalidInput`` for batch-wide problems, before anything is sent.
+    """
+    started = time.monotonic()
+    rows, source = _rows(params, base_dirs)
+    opt_out_path = params.get("opt_out_path")
+    allowed = batch_data_dirs(base_dirs[0])
+    opt_out = load_opt_out(
+        resolve_path(opt_out_path, base_dirs, allowed, "opt_out_path") if opt_out_path else None,
+        params.get("opt_out") or (),
+    )
+    template = BodyTemplate.parse(params.get("body_template") or "")
+    sender = sender_from_params(params, settings)
+    sender.check()
+    concurrency = concurrency_from_params(params, settings)
+    sent_before = (
+        {} if params.get("allow_resend") else ledger.sent_before(layout.dag_id, key, layout.run_id, base)
+    )
+    check = RowFilter(template, sender, opt_out, sent_before)
+    mps = params.get("sender_mps")
+    pace = bool(params.get("pace")) and bool(mps)
+    estimate = DrainEstimate(float(mps)) if mps else None
+    counts: Counter[str] = Counter()
+    examples: list[SkippedRow] = []
+    total = to_send = 0
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+        with open_atomic(layout.skipped) as skipped_out:
+            for number, row in enumerate(rows, start=1):
+                total = number
+                item = check.check(number, row)
+                if is_skipped(item):
+                    counts[item["outcome"]] += 1
+                    skipped_out.write(jsonl(item))
+                    if len(examples) < SKIPPED_EXAMPLES:
+                        examples.append(item)
+                    continue
+                sendable = cast(ManifestRow, item)
+                to_send += 1
+                if estimate is not None:
+                    offset = estimate.add(sendable["body"])
+                    if pace:
+                        sendable["offset"] = offset
+                spool.write(jsonl(sendable))
+            if estimate is not None and not pace and (refusal := estimate.refusal()) is not None:
+                raise refusal
+        del check, sent_before  # the dedupe memory is not needed for cutting the chunks
+        given = params.get("chunk_size")
+        wanted = int(given) if given else None
+        limit = map_limit or max_map_length()
+        size = chunk_size_for(to_send, wanted, limit)
+        if wanted is not None and size != wanted:
+            log.warning(
+                "chunk_size %d would make %d chunks, over [core] max_map_length = %d: using chunks of %d",
+                wanted,
+                -(-to_send // wanted),
+                limit,
+                size,
+            )
+        spool.seek(0)
+        chunk_rows = _write_manifests(spool, layout, size)
+    refs: list[ChunkRef] = list(range(len(chunk_rows)))
+    prepared_at = datetime.now(UTC).isoformat()
+    summary_counts = {"rows": total, "to_send": to_send, "chunks": len(refs), "chunk_size": size}
+    summary_counts.update({outcome: counts[outcome] for outcome in SKIP_OUTCOMES})
+    threshold = params.get("failure_threshold")
+    plan = BatchPlan(
+        prepared_at=prepared_at,
+        dedupe_key=key,
+        allow_resend=bool(params.get("allow_resend")),
+        conn_id=conn_id,
+        account_sid=params.get("accountSid") or None,
+        sender=sender,
+        concurrency=concurrency,
+        pace=pace,
+        sender_mps=float(mps) if mps else None,
+        segments=estimate.segments if estimate else None,
+        chunk_size=size,
+        chunk_rows=chunk_rows,
+        counts=summary_counts,
+        report_format=params.get("report_format") or "csv",
+        failure_threshold=None if threshold is None else float(threshold),
+    )
+    write_plan(layout, plan)
+    ledger.register(layout.dag_id, key, layout.run_id, len(refs), prepared_at, base)
+    log.info(
+        "Recipients from %s: %s; dedupe key %r (%d already sent); %.1f s; manifests in %s",
+        source,
+        summary_counts,
+        key,
+        counts[ALREADY_SENT],
+        time.monotonic() - started,
+        layout.folder,
+    )
+    if estimate is not None:
+        log.info(
+            "Sender at %g segments/s: %d segments need %.0f s%s",
+            estimate.mps,
+            estimate.segments,
+            estimate.seconds,
+            " (paced)" if pace else "",
+        )
+    for skipped in examples:
+        log.info(
+            "Row %s (%s) skipped as %s: %s",
+            skipped["row"],
+            skipped["to"],
+            skipped["outcome"],
+            skipped["reason"],
+        )
+    return {
+        "chunks": refs,
+        "counts": summary_counts,
+        "skipped": examples,
+        "prepared_at": prepared_at,
+        "dedupe_key": key,
+    }
+
+
+def _write_manifests(spool: Iterable[str], layout: RunLayout, size: int) -> list[int]:
+    """One manifest per ``size`` lines; the row count of each."""
+    rows: list[int] = []
+    lines = iter(spool)
+    while True:
+        chunk = len(rows)
+        count = 0
+        first = next(lines, None)
+        if first is None:
+            return rows
+        with open_atomic(layout.manifest(chunk)) as out:
+            out.write(first)
+            count = 1
+            for line in lines:
+                out.write(line)
+                count += 1
+                if count == size:
+                    break
+        rows.append(count)

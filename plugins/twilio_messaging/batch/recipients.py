@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from twilio_messaging.settings import DATA_DIRS_ENV
 from twilio_messaging.validation import InvalidInput
 
 TO_FIELD = "to"
@@ -45,16 +45,6 @@ def normalise_number(raw: object) -> str:
 def bare_number(address: str) -> str:
     """The number behind a channel address, so opting out of SMS also covers ``whatsapp:`` etc."""
     return address.split(":", 1)[1] if ":" in address else address
-
-
-DATA_DIRS_ENV = "TWILIO_BATCH_DATA_DIRS"
-
-
-def allowed_data_dirs(project_dir: Path) -> list[Path]:
-    """Folders recipients and opt-out files may come from: ``$TWILIO_BATCH_DATA_DIRS`` or ``include/``."""
-    raw = os.environ.get(DATA_DIRS_ENV, "")
-    dirs = [Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip()]
-    return [d.resolve() for d in (dirs or [project_dir / "include"])]
 
 
 def resolve_path(
@@ -101,11 +91,6 @@ def rows_from_list(items: Any, field: str = "recipients") -> list[dict[str, Any]
     if not isinstance(items, list):
         raise RecipientsError(field, 'must be a list of objects such as {"to": "+15551234567", ...}')
     return [_flat_row(item, field) for item in items]
-
-
-def load_rows(path: str | Path, field: str = "recipients_path") -> list[dict[str, Any]]:
-    """Rows from a ``.csv``, ``.json`` or ``.jsonl`` file, as a list (``iter_rows`` streams them)."""
-    return list(iter_rows(path, field))
 
 
 def iter_rows(path: str | Path, field: str = "recipients_path") -> Iterator[dict[str, Any]]:

@@ -1,8 +1,24 @@
-"""The shapes of what a batch run writes to storage and XCom (JSON-friendly ``TypedDict``s)."""
+"""The shapes of what a batch run writes to storage and XCom (JSON-friendly ``TypedDict``s), and the
+one place a recipient's record is made (from what was sent or tracked, or why it was not).
+
+Outcomes, one per input row (``twilio_messaging.contract`` names them):
+
+- ``delivered`` / ``failed``: the final Twilio status, mapped by ``statuses.end_state``;
+- ``unconfirmed``: still in flight (usually ``sent``) when tracking stopped;
+- ``rejected``: Twilio refused the create request (error code from the API, nothing was sent);
+- ``unknown``: the chunk's send task failed, so whether the message went out is not known (see its log);
+- ``invalid`` / ``opted_out`` / ``duplicate`` / ``already_sent``: skipped before sending (``already_sent``
+  carries the SID an earlier run under the same dedupe key sent).
+"""
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from collections.abc import Mapping
+from typing import Any, NotRequired, TypedDict
+
+from twilio_messaging.contract import DELIVERED, FAILED, REJECTED, UNCONFIRMED, UNKNOWN
+from twilio_messaging.errors import describe, error_code
+from twilio_messaging.statuses import end_state, is_terminal, unconfirmed
 
 
 class ManifestRow(TypedDict):
@@ -89,3 +105,76 @@ class LedgerEntry(TypedDict):
     run_id: str
     chunks: int
     prepared_at: str
+
+
+# ---- making records -------------------------------------------------------------------------------
+
+
+def message_record(
+    row: int,
+    to: str,
+    sid: str | None,
+    status: str | None,
+    twilio_error_code: Any = None,
+    error_message: str | None = None,
+) -> MessageRecord:
+    """One recipient's line, from what was sent or tracked. ``sid`` None means Twilio rejected the create.
+
+    A status that is not final yet is shown as it is (``queued``, ``sent``): the outcome ``unconfirmed`` is
+    only given when tracking ends without a final status (``final_record``).
+    """
+    code = error_code(twilio_error_code)
+    outcome: str
+    shown: str | None
+    if sid is None:
+        outcome, shown = REJECTED, REJECTED
+    elif is_terminal(status):
+        outcome, shown = (DELIVERED if end_state(status) == "delivered" else FAILED), status
+    else:
+        outcome, shown = "accepted", status
+    return {
+        "row": row,
+        "to": to,
+        "outcome": outcome,
+        "status": shown,
+        "sid": sid,
+        "error_code": code,
+        "error_meaning": describe(code) if code else None,
+        "reason": error_message,
+    }
+
+
+ACCEPTED = "accepted"  # created by Twilio, on its way; only in send results, never in a report
+
+
+def final_record(record: MessageRecord) -> MessageRecord:
+    """The record as the report shows it once tracking is over: still in flight means unconfirmed."""
+    if record["outcome"] != ACCEPTED:
+        return record
+    return {**record, "outcome": UNCONFIRMED, "status": unconfirmed(record["status"])}
+
+
+def unknown_record(row: int, to: str, reason: str) -> MessageRecord:
+    return {
+        "row": row,
+        "to": to,
+        "outcome": UNKNOWN,
+        "status": None,
+        "sid": None,
+        "error_code": None,
+        "error_meaning": None,
+        "reason": reason,
+    }
+
+
+def skipped_record(skipped: SkippedRow | Mapping[str, Any]) -> MessageRecord:
+    return {
+        "row": skipped["row"],
+        "to": skipped["to"],
+        "outcome": skipped["outcome"],
+        "status": skipped.get("status"),
+        "sid": skipped.get("sid"),
+        "error_code": None,
+        "error_meaning": None,
+        "reason": skipped["reason"],
+    }

@@ -1,121 +1,47 @@
-"""The batch summary (what the run publishes) and the per-recipient report file (CSV or JSON).
-
-Outcomes, one per input row:
-
-- ``delivered`` / ``failed``: the final Twilio status, mapped by ``statuses.end_state``;
-- ``unconfirmed``: still in flight (usually ``sent``) when tracking stopped;
-- ``rejected``: Twilio refused the create request (error code from the API, nothing was sent);
-- ``unknown``: the chunk's send task failed, so whether the message went out is not known (see its log);
-- ``invalid`` / ``opted_out`` / ``duplicate`` / ``already_sent``: skipped before sending (``already_sent``
-  carries the SID an earlier run under the same dedupe key sent).
+"""The batch summary (what the run publishes) and the per-recipient report file (CSV or JSON), one line per
+input row with its outcome (``records`` says what each outcome means).
 
 The failure rate is ``(failed + rejected + unknown) / to_send``: skipped rows never fail a batch.
 
 ``SummaryBuilder`` and ``ReportWriter`` take the records one at a time, so the summary's memory does not
-grow with the batch.
+grow with the batch. ``summarise`` is the DAG's summary task: it streams every chunk's records, in row order,
+into both; ``failure_verdict`` is check_failure_rate's.
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
 import json
+import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from itertools import chain
 from typing import IO, Any
 
-from twilio_messaging.batch.records import MessageRecord, SkippedRow
+from twilio_messaging.batch import ledger
+from twilio_messaging.batch.layout import RunLayout
+from twilio_messaging.batch.plan import load_results, read_plan
+from twilio_messaging.batch.records import MessageRecord, final_record, skipped_record, unknown_record
+from twilio_messaging.batch.track import StorageStore, apply_known
+from twilio_messaging.contract import (
+    ALREADY_SENT,
+    DELIVERED,
+    FAILED_OUTCOMES,
+    REJECTED,
+    REPORT_COLUMNS,
+    REPORT_FORMATS,
+    SENT_OUTCOMES,
+    UNCONFIRMED,
+    UNKNOWN,
+)
 from twilio_messaging.errors import describe
-from twilio_messaging.statuses import end_state, is_terminal, unconfirmed
+from twilio_messaging.storage import is_local, open_atomic, write_json_atomic
 
-DELIVERED = "delivered"
-FAILED = "failed"
-UNCONFIRMED = "unconfirmed"
-REJECTED = "rejected"
-UNKNOWN = "unknown"
-SENT_OUTCOMES = (DELIVERED, FAILED, UNCONFIRMED, REJECTED, UNKNOWN)
-FAILED_OUTCOMES = (FAILED, REJECTED, UNKNOWN)
-REPORT_FIELDS = ("row", "to", "outcome", "status", "sid", "error_code", "error_meaning", "reason")
-REPORT_FORMATS = ("csv", "json")
+log = logging.getLogger(__name__)
+
 # How many failures and skipped rows the summary lists as examples; the report file has all of them.
 SUMMARY_LIST_LIMIT = 20
-
-
-def message_record(
-    row: int,
-    to: str,
-    sid: str | None,
-    status: str | None,
-    error_code: Any = None,
-    error_message: str | None = None,
-) -> MessageRecord:
-    """One recipient's line, from what was sent or tracked. ``sid`` None means Twilio rejected the create.
-
-    A status that is not final yet is shown as it is (``queued``, ``sent``): the outcome ``unconfirmed`` is
-    only given when tracking ends without a final status (``final_record``).
-    """
-    code = int(error_code) if error_code not in (None, "") else None
-    outcome: str
-    shown: str | None
-    if sid is None:
-        outcome, shown = REJECTED, REJECTED
-    elif is_terminal(status):
-        outcome, shown = (DELIVERED if end_state(status) == "delivered" else FAILED), status
-    else:
-        outcome, shown = "accepted", status
-    return {
-        "row": row,
-        "to": to,
-        "outcome": outcome,
-        "status": shown,
-        "sid": sid,
-        "error_code": code,
-        "error_meaning": describe(code) if code else None,
-        "reason": error_message,
-    }
-
-
-ACCEPTED = "accepted"  # created by Twilio, on its way; only in send results, never in a report
-
-
-def final_record(record: MessageRecord) -> MessageRecord:
-    """The record as the report shows it once tracking is over: still in flight means unconfirmed."""
-    if record["outcome"] != ACCEPTED:
-        return record
-    return {**record, "outcome": UNCONFIRMED, "status": unconfirmed(record["status"])}
-
-
-def unknown_record(row: int, to: str, reason: str) -> MessageRecord:
-    return {
-        "row": row,
-        "to": to,
-        "outcome": UNKNOWN,
-        "status": None,
-        "sid": None,
-        "error_code": None,
-        "error_meaning": None,
-        "reason": reason,
-    }
-
-
-def skipped_record(skipped: SkippedRow | Mapping[str, Any]) -> MessageRecord:
-    return {
-        "row": skipped["row"],
-        "to": skipped["to"],
-        "outcome": skipped["outcome"],
-        "status": skipped.get("status"),
-        "sid": skipped.get("sid"),
-        "error_code": None,
-        "error_meaning": None,
-        "reason": skipped["reason"],
-    }
-
-
-def build_records(
-    messages: Iterable[MessageRecord], skipped: Iterable[SkippedRow | Mapping[str, Any]]
-) -> list[MessageRecord]:
-    """Every row of a small batch, in source order (``SummaryBuilder`` takes them streamed)."""
-    records = [final_record(record) for record in messages] + [skipped_record(row) for row in skipped]
-    return sorted(records, key=lambda record: record["row"])
 
 
 class SummaryBuilder:
@@ -185,13 +111,6 @@ class SummaryBuilder:
         }
 
 
-def summarise(records: Iterable[MessageRecord], report_path: str | None = None) -> dict[str, Any]:
-    builder = SummaryBuilder()
-    for record in records:
-        builder.add(record)
-    return builder.summary(report_path)
-
-
 class ReportWriter:
     """Writes report lines one at a time to an open text handle, as CSV or as a JSON list."""
 
@@ -200,7 +119,7 @@ class ReportWriter:
             raise ValueError(f"report format must be one of {REPORT_FORMATS}, got {fmt!r}")
         self.handle, self.fmt, self.count = handle, fmt, 0
         if fmt == "csv":
-            self.csv = csv.DictWriter(handle, fieldnames=REPORT_FIELDS, extrasaction="ignore")
+            self.csv = csv.DictWriter(handle, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
             self.csv.writeheader()
         else:
             handle.write("[")
@@ -210,10 +129,103 @@ class ReportWriter:
             self.csv.writerow(record)
         else:
             self.handle.write(
-                ("\n" if not self.count else ",\n") + json.dumps({k: record.get(k) for k in REPORT_FIELDS})
+                ("\n" if not self.count else ",\n") + json.dumps({k: record.get(k) for k in REPORT_COLUMNS})
             )
         self.count += 1
 
     def close(self) -> None:
         if self.fmt == "json":
             self.handle.write("\n]\n")
+
+
+# ---- the summary and check_failure_rate tasks -----------------------------------------------------------
+
+
+def chunk_records(layout: RunLayout, chunk: int) -> list[MessageRecord]:
+    """A chunk's best-known records, in row order: tracked, else sent plus any stored statuses (rows the
+    send did not record are unknown), else all unknown (the send task failed before it started)."""
+    tracked = layout.tracked(chunk)
+    if tracked.exists():
+        return list(ledger.iter_jsonl(tracked))  # type: ignore[arg-type]
+    results = load_results(layout, chunk)
+    manifest = list(ledger.iter_jsonl(layout.manifest(chunk)))
+    reason = f"the send task of chunk {chunk} failed; see its log"
+    if results is None:
+        return [unknown_record(row["row"], row["to"], reason) for row in manifest]
+    store = StorageStore(layout.tracking(chunk))
+    known = apply_known(results["records"], store.load())
+    store.clear()  # what tracking left behind
+    out = {record["row"]: final_record(record) for record in known}
+    for row in manifest:
+        if row["row"] not in out:
+            out[row["row"]] = unknown_record(row["row"], row["to"], reason)
+    return [out[number] for number in sorted(out)]
+
+
+def summarise(layout: RunLayout) -> dict[str, Any]:
+    """Stream every chunk's records and the skipped rows, in row order, into the report and the counts;
+    write ``summary.json`` and return the summary (the summary task's XCom)."""
+    try:
+        plan = read_plan(layout)
+    except Exception:
+        raise FileNotFoundError(f"{layout.batch} is missing: prepare did not finish for this run") from None
+    fmt = plan.report_format
+    messages = chain.from_iterable(chunk_records(layout, chunk) for chunk in range(plan.chunks))
+    skipped = (skipped_record(row) for row in ledger.iter_jsonl(layout.skipped))
+    builder = SummaryBuilder()
+    target = layout.report(fmt)
+    with open_atomic(target) as handle:
+        writer = ReportWriter(handle, fmt)
+        for record in heapq.merge(messages, skipped, key=lambda record: record["row"]):
+            writer.add(record)
+            builder.add(record)
+        writer.close()
+    shown_path = target.path if is_local(target) else str(target)
+    summary = builder.summary(shown_path, str(target))
+    summary.update(
+        {
+            "dedupe_key": plan.dedupe_key,
+            "already_sent": summary["by_outcome"].get(ALREADY_SENT, 0),
+            "allow_resend": plan.allow_resend,
+            "chunks": plan.chunks,
+            "chunk_size": plan.chunk_size,
+            "storage": str(layout.folder),
+            "failure_threshold": plan.failure_threshold,
+        }
+    )
+    write_json_atomic(layout.summary, summary)
+    log.info(
+        "Batch: %d rows, %d to send: %d delivered, %d failed, %d unconfirmed, %d unknown; skipped %s; "
+        "dedupe key %r; failure rate %.2f%%; report %s",
+        summary["rows"],
+        summary["to_send"],
+        summary["delivered"],
+        summary["failed"],
+        summary["unconfirmed"],
+        summary["unknown"],
+        {k: v for k, v in summary["by_outcome"].items() if k not in SENT_OUTCOMES},
+        summary["dedupe_key"],
+        100 * summary["failure_rate"],
+        target,
+    )
+    return summary
+
+
+def failure_verdict(summary: Mapping[str, Any], threshold: float) -> str | None:
+    """Why the run must fail, or None: failure rate over the threshold, or messages in an unknown state."""
+    reasons = []
+    if summary["failure_rate"] > threshold:
+        reasons.append(
+            f"{summary['failed']} of {summary['to_send']} messages failed "
+            f"({100 * summary['failure_rate']:.1f}%), over the failure_threshold of {100 * threshold:.1f}%"
+        )
+    if summary.get("unknown"):
+        reasons.append(f"{summary['unknown']} messages are in chunks whose send task failed")
+    if not reasons:
+        return None
+    codes = ", ".join(f"{code}: {count}" for code, count in summary.get("error_codes", {}).items())
+    return (
+        "; ".join(reasons)
+        + (f". Error codes: {codes}" if codes else "")
+        + f". Report: {summary['report_path']}"
+    )

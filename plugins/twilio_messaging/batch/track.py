@@ -6,31 +6,47 @@ left fetches them by SID.
 
 A reschedule-mode sensor loses its own XComs each time it starts again (apache/airflow#39532), so what
 a poke learned is kept in a ``TrackStore``: the DAG keeps it next to the chunk in storage
-(``tracking/chunk-N.json``, ``StorageStore``), readable from any worker; tests may use a dict.
+(``tracking/chunk-N.json``, ``StorageStore``), readable from any worker.
 Only final statuses are stored: a message that reached one is never fetched again (a list page may still
 show it among the others). Together with a first poke no earlier than ``first_fetch_after`` seconds after
 sending (a message is rarely final sooner), that keeps the requests per message at one or below.
+
+``track_poke`` is one poke of the DAG's track_chunk sensor, as the batch's plan says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 
-from twilio_messaging.batch.records import MessageRecord
-from twilio_messaging.batch.report import final_record, message_record
+from twilio_messaging.batch.layout import RunLayout
+from twilio_messaging.batch.ledger import jsonl
+from twilio_messaging.batch.plan import load_results, missing, read_plan
+from twilio_messaging.batch.records import (
+    MessageRecord,
+    SendCounts,
+    TrackCounts,
+    final_record,
+    message_record,
+)
 from twilio_messaging.batch.sweep import ListWindow, SweepResult, sweep, worth_listing
-from twilio_messaging.batch.throttle import run_workers
+from twilio_messaging.batch.throttle import run_workers, throttled_client
 from twilio_messaging.client import AsyncTwilioClient
+from twilio_messaging.connection import TwilioConnection
+from twilio_messaging.contract import DELIVERED, FAILED, REJECTED, UNCONFIRMED
 from twilio_messaging.errors import ACCOUNT_WIDE_STATUSES, TwilioAPIError, TwilioUnreachableError
+from twilio_messaging.hooks.twilio import TwilioHook
+from twilio_messaging.settings import BatchSettings
 from twilio_messaging.statuses import is_terminal
-from twilio_messaging.storage import read_json, write_json_atomic
+from twilio_messaging.storage import open_atomic, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +60,6 @@ class TrackStore(Protocol):
     def save(self, known: Known) -> None: ...
 
     def clear(self) -> None: ...
-
-
-class MemoryStore:
-    """A ``TrackStore`` in memory (tests and benchmarks that drive pokes in one process)."""
-
-    def __init__(self) -> None:
-        self.known: Known = {}
-        self.saves = 0
-
-    def load(self) -> Known:
-        return dict(self.known)
-
-    def save(self, known: Known) -> None:
-        self.saves += 1
-        self.known = dict(known)
-
-    def clear(self) -> None:
-        self.known = {}
 
 
 class StorageStore:
@@ -219,3 +217,87 @@ async def poll_chunk(
         pages=listing.pages,
         from_list=listing.found,
     )
+
+
+# ---- the track_chunk task ------------------------------------------------------------------------------
+
+
+def _track_counts(chunk: int, records: Iterable[MessageRecord]) -> TrackCounts:
+    outcomes = Counter(record["outcome"] for record in records)
+    return {
+        "chunk": chunk,
+        "delivered": outcomes[DELIVERED],
+        "failed": outcomes[FAILED],
+        "unconfirmed": outcomes[UNCONFIRMED],
+        "rejected": outcomes[REJECTED],
+    }
+
+
+def write_tracked(layout: RunLayout, chunk: int, records: Iterable[MessageRecord]) -> None:
+    with open_atomic(layout.tracked(chunk)) as out:
+        for record in records:
+            out.write(jsonl(record))
+
+
+def track_poke(
+    sent: SendCounts,
+    settings: BatchSettings,
+    layout: RunLayout,
+    *,
+    now: datetime | None = None,
+    connection: TwilioConnection | None = None,
+) -> tuple[bool, TrackCounts | None]:
+    """One poke of a chunk's tracking: ``(done, xcom_value)``. State lives in ``tracking/`` in storage.
+
+    No fetch before ``first_fetch_after`` has passed since sending; after ``status_timeout`` the chunk is
+    done and messages still in flight are unconfirmed.
+    """
+    chunk = sent["chunk"]
+    now = now or datetime.now(UTC)
+    age = (now - datetime.fromisoformat(sent["sent_at"])).total_seconds()
+    results = load_results(layout, chunk)
+    if results is None:
+        raise missing(layout.results(chunk), f"send_chunk of chunk {chunk}")
+    records = results["records"]
+    store = StorageStore(layout.tracking(chunk))
+    if not any(record.get("sid") for record in records):
+        final = [final_record(record) for record in records]
+        write_tracked(layout, chunk, final)
+        return True, _track_counts(chunk, final)
+    if age < settings.first_fetch_after:
+        log.info(
+            "Chunk %s was sent %.0f s ago; first status fetch after %.0f s",
+            chunk,
+            age,
+            settings.first_fetch_after,
+        )
+        return False, None
+    final_poke = age >= settings.status_timeout
+    plan = read_plan(layout)
+    connection = connection or TwilioHook(plan.conn_id).connection_settings()
+    window = ListWindow.of(plan.sender.from_, results.get("created_first"), results.get("created_last"))
+
+    async def run() -> Any:
+        client, _ = throttled_client(connection, plan.concurrency, account_sid=plan.account_sid)
+        async with client:
+            return await poll_chunk(
+                client, records, store, concurrency=plan.concurrency, final=final_poke, window=window
+            )
+
+    result = asyncio.run(run())
+    log.info(
+        "Chunk %s: %d statuses from %d list pages (%d messages listed), %d fetched by SID, %d still in "
+        "flight%s",
+        chunk,
+        result.from_list,
+        result.pages,
+        result.listed,
+        result.fetched,
+        result.pending,
+        " (status timeout reached: reported as unconfirmed)" if final_poke and result.pending else "",
+    )
+    if not result.done:
+        return False, None
+    write_tracked(layout, chunk, result.records)
+    store.clear()
+    return True, _track_counts(chunk, result.records)

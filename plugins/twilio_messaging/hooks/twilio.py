@@ -32,7 +32,7 @@ from twilio_messaging.get_provider_info import TWILIO_HOST, UI_FIELD_BEHAVIOUR
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
-    from requests.auth import HTTPBasicAuth
+    from requests import Session
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class TwilioHook(HttpHook):
     hook_name = "Twilio"
     default_host = TWILIO_HOST
 
-    def __init__(self, twilio_conn_id: str = DEFAULT_CONN_ID, method: str = "GET", **kwargs: Any) -> None:
+    def __init__(self, twilio_conn_id: str = default_conn_name, method: str = "GET", **kwargs: Any) -> None:
         super().__init__(method=method, http_conn_id=twilio_conn_id, **kwargs)
         self.twilio_conn_id = twilio_conn_id
 
@@ -148,14 +148,25 @@ class TwilioHook(HttpHook):
 
     # ---- HttpHook (requests) takes the same URL and auth ---------------------------------------------
 
-    def _set_base_url(self, connection: Any) -> None:
-        self.base_url = self.connection_settings().base_url
-        self._srv_lookup_enabled = False
-        self._base_url_initialized = True
+    def get_conn(
+        self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
+    ) -> Session:
+        """HttpHook's requests session, with this hook's base URL and credentials.
 
-    def _extract_auth(self, connection: Any) -> HTTPBasicAuth:
-        settings = self.connection_settings()
-        return self.auth_type(settings.username, settings.secret)
+        HttpHook's own reading of the connection (its extras: proxies, verify, headers, ...) is kept; the
+        base URL and the auth are replaced by ``connection_settings()``, so ``run()`` and the httpx clients
+        reach the same server as the same user.
+        """
+        settings = self.connection_settings()  # first: a missing host or login fails with our message
+        session = super().get_conn(headers, extra_options)
+        self.base_url = settings.base_url
+        session.auth = self.auth_type(settings.username, settings.secret)
+        return session
+
+    def url_from_endpoint(self, endpoint: str | None) -> str:
+        if not self.base_url:
+            self.base_url = self.connection_settings().base_url
+        return super().url_from_endpoint(endpoint)
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: list one message of the account (a GET; nothing is sent)."""

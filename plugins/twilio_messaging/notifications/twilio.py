@@ -22,7 +22,6 @@ from urllib.parse import quote
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from twilio_messaging.connection import DEFAULT_CONN_ID
 from twilio_messaging.hooks.twilio import TwilioHook
 from twilio_messaging.storage import run_path, safe_name
 from twilio_messaging.validation import BODY_MAX_CHARS, MessageRequest, validate_message
@@ -64,7 +63,7 @@ class TwilioNotifier(BaseNotifier):
         from_: str | None = None,
         messaging_service_sid: str | None = None,
         body: str = DEFAULT_BODY,
-        twilio_conn_id: str = DEFAULT_CONN_ID,
+        twilio_conn_id: str = TwilioHook.default_conn_name,
         account_sid: str | None = None,
         event: str | None = None,
     ) -> None:

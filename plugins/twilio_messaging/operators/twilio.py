@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, XComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from twilio_messaging import workflow
-from twilio_messaging.connection import DEFAULT_CONN_ID
+from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.errors import TwilioAPIError, TwilioConfigError, TwilioUnreachableError
 from twilio_messaging.hooks.twilio import TwilioHook
-from twilio_messaging.validation import InvalidInput
+from twilio_messaging.outputs import SEND_ERROR_XCOM, SendError, SendOutputs
+from twilio_messaging.validation import InvalidInput, MessageRequest, validate_message
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# Operator argument -> workflow input (the Arazzo / trigger-form name, as in the DAG's params).
-INPUT_NAMES: dict[str, str] = {
-    "to": "to",
-    "from_": "from",
-    "messaging_service_sid": "messagingServiceSid",
-    "body": "body",
-    "media_url": "mediaUrl",
-    "status_callback": "statusCallback",
-    "account_sid": "accountSid",
-    "send_at": "sendAt",
-}
+
+def resolve_account_sid(account_sid: str | None, connection: TwilioConnection) -> str:
+    """``account_sid`` if given, else the connection's Account SID login."""
+    sid = account_sid or connection.account_sid
+    if not sid:
+        raise InvalidInput(
+            "accountSid",
+            f"is required when the login of the Airflow connection '{connection.conn_id}' "
+            "is not an Account SID (AC...), e.g. when it is an API key (SK...)",
+        )
+    return sid
+
+
+def send_error(exc: Exception) -> SendError:
+    """The ``sendError`` XCom of a failed send: the code and Twilio's own words apart; never the token."""
+    if isinstance(exc, TwilioAPIError) and exc.code is not None:
+        return {"errorCode": exc.code, "errorMessage": exc.detail}
+    if isinstance(exc, TwilioUnreachableError):
+        return {"errorCode": None, "errorMessage": str(exc), "maybeCreated": exc.maybe_created}
+    return {"errorCode": None, "errorMessage": str(exc)}
 
 
 class TwilioSendMessageOperator(BaseOperator):
@@ -51,14 +61,19 @@ class TwilioSendMessageOperator(BaseOperator):
     :param account_sid: the account to send from; default: the connection's Account SID login (templated).
     :param send_at: schedule the message for this UTC time (ISO-8601), with a Messaging Service (templated).
     :param twilio_conn_id: the Twilio connection (templated).
-    :param inputs_from_params: take every argument left as None from the run's params under its workflow
-        name (to, from, body, mediaUrl, statusCallback, accountSid, messagingServiceSid, sendAt), and
-        refuse conf keys that are not params (typos); a ``from`` equal to $TWILIO_DEFAULT_FROM (the form's
-        default) yields to a given messagingServiceSid. The values are used as data: they are never
-        rendered as templates.
     """
 
-    template_fields: Sequence[str] = (*INPUT_NAMES, "twilio_conn_id")
+    template_fields: Sequence[str] = (
+        "to",
+        "from_",
+        "messaging_service_sid",
+        "body",
+        "media_url",
+        "status_callback",
+        "account_sid",
+        "send_at",
+        "twilio_conn_id",
+    )
     ui_color = "#f22f46"  # Twilio red
 
     def __init__(
@@ -72,8 +87,7 @@ class TwilioSendMessageOperator(BaseOperator):
         status_callback: str | XComArg | None = None,
         account_sid: str | XComArg | None = None,
         send_at: str | XComArg | None = None,
-        twilio_conn_id: str = DEFAULT_CONN_ID,
-        inputs_from_params: bool = False,
+        twilio_conn_id: str = TwilioHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("multiple_outputs", True)
@@ -87,50 +101,47 @@ class TwilioSendMessageOperator(BaseOperator):
         self.account_sid = account_sid
         self.send_at = send_at
         self.twilio_conn_id = twilio_conn_id
-        self.inputs_from_params = inputs_from_params
 
-    def message_inputs(self, context: Context) -> dict[str, Any]:
-        """The message's fields under their workflow names: the arguments, else (if asked) the params."""
-        params = (context.get("params") or {}) if self.inputs_from_params else {}
-        inputs: dict[str, Any] = {}
-        for attribute, name in INPUT_NAMES.items():
-            value = getattr(self, attribute)
-            inputs[name] = params.get(name) if value is None else value
-        return inputs
+    def message_request(self, context: Context) -> tuple[MessageRequest, str | None]:
+        """The message to send and the account to send it from, validated: from the (rendered) arguments.
 
-    def _declared_params(self, context: Context) -> set[str]:
-        # context["params"] also holds conf keys that are not params (Airflow merges the whole conf in),
-        # so the accepted names come from what the DAG and the task declare.
-        return set(self.params) if self.has_dag() else set(context.get("params") or {})
+        A subclass may take them from elsewhere (the run's params); raising ``InvalidInput`` refuses the
+        send before any request.
+        """
+        request = validate_message(
+            to=self.to,
+            from_=self.from_,
+            body=self.body,
+            media_url=self.media_url,
+            status_callback=self.status_callback,
+            messaging_service_sid=self.messaging_service_sid,
+            send_at=self.send_at,
+        )
+        return request, self.account_sid  # type: ignore[return-value]  # rendered: a str or None
 
-    def execute(self, context: Context) -> workflow.SendOutputs:
+    def execute(self, context: Context) -> SendOutputs:
         ti = context["ti"]
-        dag_run = context["dag_run"]
         # A retried try may follow one whose message was created but whose result was lost: look first.
-        sent_since = dag_run.start_date if ti.try_number > 1 else None
-        conf = (dag_run.conf or {}) if self.inputs_from_params else None
+        sent_since = context["dag_run"].start_date if ti.try_number > 1 else None
         try:
-            connection = TwilioHook(self.twilio_conn_id).connection_settings()
-            outputs = workflow.send_message(
-                self.message_inputs(context),
-                connection,
-                conf=conf,
-                accepted=self._declared_params(context),
-                # The trigger form's default `from` yields to a Messaging Service the user gave.
-                default_sender=workflow.default_from() if self.inputs_from_params else None,
-                sent_since=sent_since,
-            )
+            hook = TwilioHook(self.twilio_conn_id)
+            request, account_sid = self.message_request(context)
+            account_sid = resolve_account_sid(account_sid, hook.connection_settings())
+            with hook.get_client(account_sid=account_sid) as client:
+                message = client.create_message(request, sent_since=sent_since)
         except (InvalidInput, TwilioConfigError, TwilioAPIError) as exc:
             # Published so a later task can say why nothing was sent; the text never holds the token.
-            code = exc.code if isinstance(exc, TwilioAPIError) else None
-            ti.xcom_push(key="sendError", value={"errorCode": code, "errorMessage": str(exc)})
+            ti.xcom_push(key=SEND_ERROR_XCOM, value=send_error(exc))
             raise AirflowFailException(str(exc)) from None
         except TwilioUnreachableError as exc:
             # Published too, so that if this was the last try a later task says Twilio was unreachable.
-            ti.xcom_push(
-                key="sendError",
-                value={"errorCode": None, "errorMessage": str(exc), "maybeCreated": exc.maybe_created},
-            )
+            ti.xcom_push(key=SEND_ERROR_XCOM, value=send_error(exc))
             raise AirflowException(str(exc)) from None  # retried by Airflow; the next try looks first
+        outputs: SendOutputs = {
+            "messageSid": message.get("sid"),
+            "initialStatus": message.get("status"),
+            "accountSid": account_sid,
+            "sentAt": datetime.now(UTC).isoformat(),
+        }
         self.log.info("Created message %s (status %s)", outputs["messageSid"], outputs["initialStatus"])
         return outputs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -11,20 +11,14 @@ from airflow.providers.http.sensors.http import HttpSensor
 from airflow.sdk import PokeReturnValue, XComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
-from twilio_messaging import workflow
-from twilio_messaging.connection import DEFAULT_CONN_ID
 from twilio_messaging.errors import TwilioConfigError
 from twilio_messaging.forms import message_path, parse_twilio_date
 from twilio_messaging.hooks.twilio import TwilioHook
+from twilio_messaging.outputs import TIMELINE_FILE, TIMELINE_XCOM, StatusReport, status_report
 from twilio_messaging.retry import TRANSIENT_STATUS_CODES
-from twilio_messaging.timeline import (
-    TIMELINE_FILE,
-    TIMELINE_XCOM,
-    StatusObservation,
-    append_observation,
-    observation,
-    timeline_path,
-)
+from twilio_messaging.settings import DEFAULT_MAX_WAIT, DEFAULT_POKE_INTERVAL, DEFAULT_STATUS_TIMEOUT
+from twilio_messaging.statuses import is_terminal
+from twilio_messaging.timeline import StatusObservation, append_observation, observation, timeline_path
 from twilio_messaging.validation import InvalidInput, validate_account_sid, validate_message_sid
 
 if TYPE_CHECKING:
@@ -33,6 +27,17 @@ if TYPE_CHECKING:
 
 # What `endpoint` shows before rendering; the rendered value is the message's URL (see the rendered fields).
 ENDPOINT_TEMPLATE = message_path("{accountSid}", "{messageSid}")
+
+
+def past_deadline(sent_at: str | None, timeout: float, now: datetime | None = None) -> bool:
+    """True once ``timeout`` seconds have passed since the message was sent (a fixed point across retries)."""
+    if not sent_at:
+        return False
+    try:
+        started = datetime.fromisoformat(sent_at)
+    except ValueError:
+        return False
+    return ((now or datetime.now(UTC)) - started).total_seconds() > timeout
 
 
 class TwilioMessageStatusSensor(HttpSensor):
@@ -51,10 +56,12 @@ class TwilioMessageStatusSensor(HttpSensor):
     :param transient_http_codes: replies that keep it polling (429 and 5xx by default); others fail the poke.
     :param timeline_file: the timeline's file name in the run's storage folder; give each sensor its own
         when one run tracks several messages, or None to keep no timeline.
+    :param extra_options: HttpSensor's options for the request (``timeout``, ``verify``, ...).
 
-    Defaults suit production: ``mode="reschedule"`` (no worker slot held between pokes), 60 s pokes backing
-    off exponentially to 15 min, for at most 24 h after sending; ``poke_interval``, ``timeout`` and
-    ``max_wait`` left unset come from TWILIO_POKE_INTERVAL, TWILIO_STATUS_TIMEOUT and TWILIO_MAX_WAIT.
+    Defaults suit production: ``mode="reschedule"`` (no worker slot held between pokes), 60 s pokes
+    (``poke_interval``) backing off exponentially to 15 min (``max_wait``), for at most 24 h (``timeout``)
+    after sending. The sensor reads no environment: a DAG passes its own values (this project's DAG reads
+    them from ``twilio_messaging.settings``).
     """
 
     template_fields: Sequence[str] = ("message_sid", "account_sid", "sent_at", "twilio_conn_id", "endpoint")
@@ -66,29 +73,33 @@ class TwilioMessageStatusSensor(HttpSensor):
         message_sid: str | XComArg,
         account_sid: str | XComArg | None = None,
         sent_at: str | XComArg | None = None,
-        twilio_conn_id: str = DEFAULT_CONN_ID,
+        twilio_conn_id: str = TwilioHook.default_conn_name,
         transient_http_codes: Sequence[int | str] = tuple(sorted(TRANSIENT_STATUS_CODES)),
         timeline_file: str | None = TIMELINE_FILE,
         mode: str = "reschedule",
-        poke_interval: float | None = None,
-        timeout: float | None = None,
+        poke_interval: float = DEFAULT_POKE_INTERVAL,
+        timeout: float = DEFAULT_STATUS_TIMEOUT,
         exponential_backoff: bool = True,
-        max_wait: float | timedelta | None = None,
+        max_wait: float | timedelta = DEFAULT_MAX_WAIT,
+        extra_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        tracking = workflow.tracking_settings()
+        if kwargs.get("response_check") is not None:
+            # The message's status decides (check_status); a second check could only disagree with it.
+            raise TypeError("TwilioMessageStatusSensor takes no response_check: it waits for a final status")
         super().__init__(
             endpoint=ENDPOINT_TEMPLATE,
             http_conn_id=twilio_conn_id,
             method="GET",
             response_error_codes_allowlist=[str(code) for code in transient_http_codes],
+            extra_options=extra_options,
             # The HTTP trigger would read the connection with HttpHook's rules, not TwilioHook's.
             deferrable=False,
             mode=mode,
-            poke_interval=tracking.poke_interval if poke_interval is None else poke_interval,
-            timeout=tracking.timeout if timeout is None else timeout,
+            poke_interval=poke_interval,
+            timeout=timeout,
             exponential_backoff=exponential_backoff,
-            max_wait=tracking.max_wait if max_wait is None else max_wait,
+            max_wait=max_wait,
             **kwargs,
         )
         self.message_sid = message_sid
@@ -123,39 +134,52 @@ class TwilioMessageStatusSensor(HttpSensor):
         )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        # HttpSensor.poke would build a plain HttpHook from the conn id, which knows nothing of the twilio
-        # connection type's defaults; this is its request and allowlist logic with TwilioHook instead. It
-        # also imports airflow.utils.operator_helpers.determine_kwargs on every poke (providers-http 6.3.0,
-        # airflow/providers/http/sensors/http.py), whose DeprecatedImportWarning filled each poke's log
-        # (issue 14 point 6): not calling it silences that one warning without any warnings filter.
+        # HttpSensor.poke's request and allowlist, with the TwilioHook it cannot be given: it builds a plain
+        # HttpHook from the conn id, which knows nothing of the twilio connection type's defaults. It also
+        # imports airflow.utils.operator_helpers.determine_kwargs on every poke (providers-http 6.3.0), whose
+        # DeprecatedImportWarning filled each poke's log (issue 14 point 6); the response check below takes
+        # the context as it is instead.
         if self._unusable is not None:
             raise AirflowFailException(str(self._unusable))
         self.log.info("Poking: %s", self.endpoint)
         try:
-            response = self.hook.run(self.endpoint, headers=self.headers, extra_options=self.extra_options)
+            response = self.hook.run(
+                self.endpoint,
+                data=self.request_params,
+                headers=self.headers,
+                extra_options=self.extra_options,
+                **self.request_kwargs,
+            )
         except AirflowException as exc:
             if str(exc).startswith(self.response_error_codes_allowlist):
                 self.log.warning("Twilio answered %s; polling again at the next poke", exc)
                 return False
             raise
+        return self.check_status(response, context)
+
+    def check_status(self, response: Any, context: Context) -> bool | PokeReturnValue:
+        """The sensor's response check: done (with the status report) once the message's status is final.
+
+        Every status is appended to the timeline; past the deadline (counted from the send) it gives up.
+        """
         message = response.json()
-        done, report = workflow.poke(message)
+        report = status_report(message)
         timeline = self._record(context, report)
         self.log.info("Message %s status: %s", self.message_sid, report["status"])
-        if done:
+        if is_terminal(report["status"]):
             context["ti"].xcom_push(key=TIMELINE_XCOM, value=timeline)
             return PokeReturnValue(is_done=True, xcom_value=report)
         # Rendered by now: a string (or None), no longer an XComArg.
         sent_at = self.sent_at if isinstance(self.sent_at, str) and self.sent_at else None
         sent_at = sent_at or _iso(parse_twilio_date(message.get("date_created")))
-        if workflow.past_deadline(sent_at, self.timeout):
+        if past_deadline(sent_at, self.timeout):
             context["ti"].xcom_push(key=TIMELINE_XCOM, value=timeline)
             raise AirflowSensorTimeout(
                 f"Message status is still '{report['status']}' {self.timeout:.0f} s after sending; giving up"
             )
         return False
 
-    def _record(self, context: Context, report: Mapping[str, Any]) -> list[StatusObservation]:
+    def _record(self, context: Context, report: StatusReport) -> list[StatusObservation]:
         entry = observation(report)
         if not self.timeline_file:
             return [entry]

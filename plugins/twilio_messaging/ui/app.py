@@ -22,13 +22,14 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from twilio_messaging import contract
+from twilio_messaging.errors import error_info
 from twilio_messaging.ui import batch_view, facts, store
 from twilio_messaging.ui.masking import mask_number, mask_text
-from twilio_messaging.ui.meanings import error_info
 from twilio_messaging.ui.report_table import PAGE_SIZES, SORTABLE, Query, table_page
 
-WORKFLOW_DAG = "twilio_send_message_track_status"
-BATCH_DAG = "twilio_batch_notifications"
+WORKFLOW_DAG = contract.WORKFLOW_DAG_ID
+BATCH_DAG = contract.BATCH_DAG_ID
 URL_PREFIX = "/twilio-messages"
 RECENT_LIMIT = 50
 STREAM_CHUNK = 1 << 16
@@ -56,9 +57,9 @@ app = FastAPI(
 
 def kind_of_run(dag_id: str, tis: Mapping[str, Any]) -> str:
     """workflow | batch | other, by DAG id first, else by the tasks a run has."""
-    if dag_id == WORKFLOW_DAG or {"sendMessage", "checkStatus"} <= tis.keys():
+    if dag_id == WORKFLOW_DAG or {contract.SEND_TASK, contract.CHECK_TASK} <= tis.keys():
         return "workflow"
-    if dag_id == BATCH_DAG or {"send_chunk", "summary"} <= tis.keys():
+    if dag_id == BATCH_DAG or {contract.SEND_CHUNK_TASK, contract.SUMMARY_TASK} <= tis.keys():
         return "batch"
     return "other"
 
@@ -208,10 +209,10 @@ def recent(user: GetUserDep, session: SessionDep) -> HTMLResponse:
     readable = get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
     runs = store.recent_runs(session, [d for d in (WORKFLOW_DAG, BATCH_DAG) if d in readable], RECENT_LIMIT)
     outcomes = store.outcomes_of(
-        session, [r for r in runs if r.dag_id == WORKFLOW_DAG], "routeByStatus", "outcome"
+        session, [r for r in runs if r.dag_id == WORKFLOW_DAG], contract.BRANCH_TASK, contract.OUTCOME_XCOM
     )
     summaries = store.outcomes_of(
-        session, [r for r in runs if r.dag_id == BATCH_DAG], "summary", "return_value"
+        session, [r for r in runs if r.dag_id == BATCH_DAG], contract.SUMMARY_TASK, contract.RETURN_VALUE
     )
     rows = []
     for run in runs:

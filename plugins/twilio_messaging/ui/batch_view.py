@@ -10,10 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from twilio_messaging import contract
+from twilio_messaging.errors import ErrorInfo, error_info
 from twilio_messaging.ui.chart import Chart, bar_chart
-from twilio_messaging.ui.meanings import ErrorInfo, error_info
 
-SENT_OUTCOMES = ("delivered", "failed", "unconfirmed", "rejected", "unknown")
+SENT_OUTCOMES = contract.SENT_OUTCOMES
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def status_counts(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
     }
     for outcome, n in (summary.get("by_outcome") or {}).items():
         # "unknown" rows (their chunk's send task failed) and skipped rows have no status.
-        if n and (outcome == "unknown" or outcome not in SENT_OUTCOMES):
+        if n and (outcome == contract.UNKNOWN or outcome not in SENT_OUTCOMES):
             counts[str(outcome)] = counts.get(str(outcome), 0) + int(n)
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
@@ -110,5 +111,4 @@ def batch_view(
 _FACTS = (
     ("dedupe_key", "Dedupe key"),
     ("already_sent", "Skipped as already sent"),
-    ("skipped_already_sent", "Skipped as already sent"),
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from twilio_messaging import contract
 from twilio_messaging.statuses import DELIVERED_STATUSES, FAILED_STATUSES
 
 LABEL_WIDTH = 220
@@ -16,7 +17,7 @@ COUNT_WIDTH = 90
 ROW_HEIGHT = 28
 BAR_HEIGHT = 18
 # Rows not sent at all (the batch's skipped outcomes): neither a success nor a failure.
-SKIPPED_OUTCOMES = frozenset({"invalid", "opted_out", "duplicate", "already_sent"})
+SKIPPED_OUTCOMES = frozenset(contract.SKIP_OUTCOMES)
 COLORS = {"delivered": "#2e7d32", "failed": "#c62828", "pending": "#ef6c00", "skipped": "#757575"}
 
 
@@ -50,7 +51,7 @@ class Chart:
 def kind_of(label: str) -> str:
     if label in DELIVERED_STATUSES:
         return "delivered"
-    if label in FAILED_STATUSES or label in ("rejected", "unknown"):
+    if label in FAILED_STATUSES or label in (contract.REJECTED, contract.UNKNOWN):
         return "failed"
     if label in SKIPPED_OUTCOMES:
         return "skipped"

@@ -13,32 +13,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twilio_messaging import dag_tasks
+from twilio_messaging import contract
+from twilio_messaging.errors import ErrorInfo, error_info
 from twilio_messaging.statuses import end_state, is_terminal
 from twilio_messaging.ui.masking import mask_number, mask_sid, mask_text, safe_url
-from twilio_messaging.ui.meanings import ErrorInfo, error_info
 
-TASK_ORDER = (
-    dag_tasks.SEND_TASK,
-    dag_tasks.CHECK_TASK,
-    dag_tasks.BRANCH_TASK,
-    dag_tasks.DELIVERED_TASK,
-    dag_tasks.FAILED_TASK,
-)
-END_TASKS = (dag_tasks.DELIVERED_TASK, dag_tasks.FAILED_TASK)
-TIMELINE_KEY = "statusTimeline"
+TASK_ORDER = contract.WORKFLOW_TASKS
+END_TASKS = contract.END_TASKS
+TIMELINE_KEY = contract.TIMELINE_XCOM
 # (task_id, key) pairs the tab reads; the store fetches exactly these.
-XCOM_KEYS: tuple[tuple[str, str], ...] = (
-    (dag_tasks.SEND_TASK, "messageSid"),
-    (dag_tasks.SEND_TASK, "initialStatus"),
-    (dag_tasks.SEND_TASK, "accountSid"),
-    (dag_tasks.SEND_TASK, "sentAt"),
-    (dag_tasks.SEND_TASK, "sendError"),
-    (dag_tasks.CHECK_TASK, "return_value"),
-    (dag_tasks.CHECK_TASK, TIMELINE_KEY),
-    (dag_tasks.BRANCH_TASK, "outcome"),
-    *((task, key) for task in END_TASKS for key in ("messageSid", "finalStatus", "errorCode", TIMELINE_KEY)),
-)
+XCOM_KEYS: tuple[tuple[str, str], ...] = contract.WORKFLOW_XCOMS
 # Shown in this order; anything else in the conf is not the workflow's and stays off the page.
 INPUT_LABELS = (
     ("to", "To"),
@@ -125,20 +109,20 @@ def timeline_rows(entries: Sequence[Mapping[str, Any]] | None) -> list[TimelineR
 def _timeline(
     xcoms: Xcoms, stored: Sequence[Mapping[str, Any]] | None, tis: Mapping[str, Mapping[str, Any]]
 ) -> tuple[list[TimelineRow], str]:
-    recorded = _first(xcoms, TIMELINE_KEY, (*END_TASKS, dag_tasks.CHECK_TASK))
+    recorded = _first(xcoms, TIMELINE_KEY, (*END_TASKS, contract.CHECK_TASK))
     if recorded:
         return timeline_rows(recorded), "recorded by checkStatus at each poke"
     if stored:
         return timeline_rows(stored), "recorded by checkStatus at each poke (still polling)"
     # A run from before the sensor recorded its pokes: the send and the final report are all there is.
     rows = []
-    sent_at = xcoms.get((dag_tasks.SEND_TASK, "sentAt"))
-    initial = xcoms.get((dag_tasks.SEND_TASK, "initialStatus"))
+    sent_at = xcoms.get((contract.SEND_TASK, "sentAt"))
+    initial = xcoms.get((contract.SEND_TASK, "initialStatus"))
     if sent_at and initial:
         rows.append(TimelineRow(at=str(sent_at), status=str(initial)))
-    report = xcoms.get((dag_tasks.CHECK_TASK, "return_value")) or {}
+    report = xcoms.get((contract.CHECK_TASK, contract.RETURN_VALUE)) or {}
     if isinstance(report, Mapping) and report.get("status"):
-        ended = (tis.get(dag_tasks.CHECK_TASK) or {}).get("end_date") or ""
+        ended = (tis.get(contract.CHECK_TASK) or {}).get("end_date") or ""
         rows.append(TimelineRow(str(ended), str(report["status"]), error_info(report.get("errorCode"))))
     return rows, "from sendMessage and the last checkStatus result (no per-poke record in this run)"
 
@@ -146,8 +130,8 @@ def _timeline(
 def _banner(
     xcoms: Xcoms, run_state: str, tis: Mapping[str, Mapping[str, Any]], to: str
 ) -> tuple[Banner, str | None, str | None]:
-    outcome = xcoms.get((dag_tasks.BRANCH_TASK, "outcome"))
-    sid = _first(xcoms, "messageSid", (*END_TASKS, dag_tasks.SEND_TASK))
+    outcome = xcoms.get((contract.BRANCH_TASK, contract.OUTCOME_XCOM))
+    sid = _first(xcoms, "messageSid", (*END_TASKS, contract.SEND_TASK))
     if isinstance(outcome, Mapping):
         sid = outcome.get("messageSid") or sid
         status = outcome.get("finalStatus")
@@ -160,9 +144,7 @@ def _banner(
             text = f"Not known whether the message was sent ({status})"
             return Banner("unknown", text, reason or detail, error), None, status
         if not sid:
-            if error:
-                detail = detail.replace(f" ({error.docs_url})", "")
-                detail = detail.removeprefix(f"Twilio error {error.code}: ")
+            # errorMessage is Twilio's own words: the code and the docs link come apart (error_info).
             head = "Nothing was sent"
             head += f": Twilio error {error.code}, {error.meaning}" if error else ""
             return Banner("nothing_sent", head, detail or reason, error), None, None
@@ -171,8 +153,8 @@ def _banner(
             head += f", error {error.code}: {error.meaning}"
         return Banner("failed", head, reason or ("" if error else detail), error), sid, status
     # No routing decision yet: say where the run is.
-    send_error = xcoms.get((dag_tasks.SEND_TASK, "sendError"))
-    report = xcoms.get((dag_tasks.CHECK_TASK, "return_value"))
+    send_error = xcoms.get((contract.SEND_TASK, contract.SEND_ERROR_XCOM))
+    report = xcoms.get((contract.CHECK_TASK, contract.RETURN_VALUE))
     if isinstance(send_error, Mapping) and not sid:
         error = error_info(send_error.get("errorCode"))
         head = "Nothing sent yet" if run_state not in FINISHED_STATES else "Nothing was sent"
@@ -190,7 +172,7 @@ def _banner(
     where = f" ({', '.join(active)})" if active else ""
     if run_state in FINISHED_STATES:
         return Banner("unknown", f"The run ended {run_state} without a routing decision{where}"), sid, None
-    initial = xcoms.get((dag_tasks.SEND_TASK, "initialStatus"))
+    initial = xcoms.get((contract.SEND_TASK, "initialStatus"))
     last = (report or {}).get("status") if isinstance(report, Mapping) else None
     head = "In progress" + (f": last status {last or initial}" if (last or initial) else "") + where
     return Banner("running", head), sid, None

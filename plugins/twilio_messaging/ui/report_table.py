@@ -31,8 +31,10 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
-CACHE_ENV = "TWILIO_UI_CACHE_DIR"
-COLUMNS = ("row", "to", "outcome", "status", "sid", "error_code", "error_meaning", "reason")
+from twilio_messaging import contract, settings
+
+CACHE_ENV = settings.UI_CACHE_DIR_ENV
+COLUMNS = contract.REPORT_COLUMNS
 SORTABLE = ("row", "outcome", "status", "error_code", "sid")
 FILTERS = ("outcome", "status", "error_code")
 PAGE_SIZES = (25, 50, 100, 500)

@@ -18,12 +18,12 @@ from airflow.sdk import ObjectStoragePath
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from twilio_messaging import storage
+from twilio_messaging import contract, storage
 from twilio_messaging.batch import layout
 from twilio_messaging.ui.report_table import ReadablePath
 
-TIMELINE_FILE = "status-timeline.json"
-BATCH_SUMMARY_TASK = "summary"
+TIMELINE_FILE = contract.TIMELINE_FILE
+BATCH_SUMMARY_TASK = contract.SUMMARY_TASK
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,8 @@ def batch_summary(session: Session, dag_id: str, run_id: str) -> dict[str, Any] 
         value = storage.read_json(summary_location(dag_id, run_id))
         if isinstance(value, dict):
             return value
-    value = load_xcoms(session, dag_id, run_id, [(BATCH_SUMMARY_TASK, "return_value")]).get(
-        (BATCH_SUMMARY_TASK, "return_value")
+    value = load_xcoms(session, dag_id, run_id, [(BATCH_SUMMARY_TASK, contract.RETURN_VALUE)]).get(
+        (BATCH_SUMMARY_TASK, contract.RETURN_VALUE)
     )
     return value if isinstance(value, dict) else None
 

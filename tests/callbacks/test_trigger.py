@@ -157,3 +157,42 @@ def test_many_waits_share_one_store_read_per_interval(twilio, store_url, monkeyp
     assert len(reads) <= elapsed / 0.2 + 2  # one read per interval for all 30, not 30 per interval
     assert max(reads) == 30
     assert twilio.stats()["requests"]["fetch"] == 0
+
+
+def create_with_callback(sandbox, to: str, callback: str) -> str:
+    with httpx.Client(auth=(sandbox.account_sid, sandbox.auth_token), trust_env=False) as client:
+        form = {"To": to, "From": "+15005550006", "Body": "hi", "StatusCallback": callback}
+        reply = client.post(sandbox.messages_url, data=form)
+    reply.raise_for_status()
+    return reply.json()["sid"]
+
+
+@pytest.fixture
+def calling_back(twilio, receiver_server, monkeypatch):
+    """The sandbox calls the receiver (the plugin app on loopback), which checks the sandbox's signature."""
+    from twilio_messaging.callbacks.receiver import auth_tokens
+
+    auth_tokens.forget()
+    yield twilio, receiver_server
+    auth_tokens.forget()
+
+
+def test_duplicated_and_reordered_callbacks_end_at_the_true_status(calling_back, store_url):
+    sandbox, receiver = calling_back
+    sandbox.set_faults(rate_callback_duplicate=1.0, rate_callback_reorder=1.0, seed=3)
+    sid = create_with_callback(sandbox, UNDELIVERED, receiver.url)
+    event = run(trigger_for(sid))
+    assert event["source"] == "callback"
+    assert (event["message"]["status"], event["message"]["error_code"]) == ("undelivered", 30003)
+    stats = sandbox.stats()["callbacks"]
+    assert stats["duplicated"] >= 1 and stats["reordered"] >= 1
+    assert store_from_url(store_url, 3600).get(sid).status == "undelivered"  # no later callback undid it
+
+
+def test_every_callback_lost_polling_catches_up(calling_back):
+    sandbox, receiver = calling_back
+    sandbox.set_faults(rate_callback_drop=1.0)
+    sid = create_with_callback(sandbox, DELIVERS, receiver.url)
+    event = run(trigger_for(sid, poll_interval=1.0))
+    assert (event["source"], event["message"]["status"]) == ("poll", "delivered")
+    assert sandbox.stats()["callbacks"]["dropped"] >= 1

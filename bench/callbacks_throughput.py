@@ -33,7 +33,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -53,41 +52,6 @@ PATH = "/twilio-messages/status-callback"
 STATUSES = ("queued", "sent", "delivered")
 
 
-DROP_ENV = "BENCH_CALLBACK_DROP_PERCENT"
-
-
-def _dropping(app: Any, percent: int) -> Any:
-    """An ASGI wrapper that loses ``percent`` % of the messages' callbacks in transit (by SID, so all of a
-    message's callbacks are lost together): answered 204, never reaching the receiver."""
-    import zlib
-    from urllib.parse import parse_qs
-
-    async def wrapper(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return await app(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        sid = (parse_qs(body.decode()).get("MessageSid") or [""])[0]
-        if zlib.crc32(sid.encode()) % 100 < percent:
-            await send({"type": "http.response.start", "status": 204, "headers": []})
-            return await send({"type": "http.response.body", "body": b""})
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await app(scope, replay, send)
-
-    return wrapper
-
-
 def _serve(port: int) -> None:
     """The receiver process: the plugin app mounted as the api-server mounts it."""
     import uvicorn
@@ -97,9 +61,7 @@ def _serve(port: int) -> None:
 
     root = FastAPI()
     root.mount(URL_PREFIX, app)
-    percent = int(os.environ.get(DROP_ENV, "0"))
-    served = _dropping(root, percent) if percent else root
-    uvicorn.run(served, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    uvicorn.run(root, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
 def _server_env(store: str, home: str, token: str = TOKEN, account: str = ACCOUNT) -> dict[str, str]:
@@ -115,12 +77,11 @@ def _server_env(store: str, home: str, token: str = TOKEN, account: str = ACCOUN
 
 
 def start_receiver(
-    store: str, home: str, *, token: str = TOKEN, account: str = ACCOUNT, drop_percent: int = 0
+    store: str, home: str, *, token: str = TOKEN, account: str = ACCOUNT
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The receiver in a process of its own (one uvicorn worker); returns it and the receiver's URL."""
     port = free_port()
     env = _server_env(store, home, token, account)
-    env[DROP_ENV] = str(drop_percent)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.callbacks_throughput", "--serve", str(port)], cwd=REPO, env=env
     )

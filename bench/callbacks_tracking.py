@@ -10,7 +10,8 @@ Three configurations, each on a fresh sandbox and store:
 
 - ``polling``: no StatusCallback (the baseline: what tracking costs without callbacks);
 - ``callbacks``: StatusCallback to the receiver (the plugin app in its own uvicorn process, SQLite store);
-- ``callbacks, 20 % lost``: the same, with every callback of 20 % of the messages lost on the way.
+- ``callbacks, 20 % lost``: the same, with the sandbox dropping 20 % of all callbacks (``rate_callback_drop``,
+  seeded): a message whose final callback is lost must be found by polling.
 
 For each: requests to Twilio per message (the sandbox's fetch count / messages), the latency from the
 message's final status (creation + 3 s) to the trigger's event (median and p90), and whether every message
@@ -57,6 +58,7 @@ class Result:
     unconfirmed: int
     by_callback: int
     elapsed: float
+    dropped: int = 0
 
     def line(self) -> str:
         lat = sorted(self.latencies)
@@ -64,13 +66,13 @@ class Result:
         return (
             f"{self.name:<22} {self.messages:>8} {self.fetches / self.messages:>10.3f} "
             f"{statistics.median(lat):>10.1f} {p90:>8.1f} {self.by_callback:>11} {self.unconfirmed:>11} "
-            f"{self.wrong:>6} {self.elapsed:>8.0f}"
+            f"{self.wrong:>6} {self.elapsed:>8.0f} {self.dropped:>8}"
         )
 
 
 HEADER = (
     f"{'configuration':<22} {'messages':>8} {'req/msg':>10} {'p50 s':>10} {'p90 s':>8} {'by callback':>11} "
-    f"{'unconfirmed':>11} {'wrong':>6} {'wall s':>8}"
+    f"{'unconfirmed':>11} {'wrong':>6} {'wall s':>8} {'dropped':>8}"
 )
 
 
@@ -108,12 +110,10 @@ def _run(name: str, messages: int, poll_interval: float, callbacks: bool, drop_p
         receiver_url = None
         if callbacks:
             receiver_proc, receiver_url = start_receiver(
-                store,
-                str(folder),
-                token=sandbox.auth_token,
-                account=sandbox.account_sid,
-                drop_percent=drop_percent,
+                store, str(folder), token=sandbox.auth_token, account=sandbox.account_sid
             )
+            if drop_percent:
+                sandbox.set_faults(rate_callback_drop=drop_percent / 100, seed=11)
         try:
             created: dict[str, float] = {}
             expected: dict[str, str] = {}
@@ -133,6 +133,7 @@ def _run(name: str, messages: int, poll_interval: float, callbacks: bool, drop_p
             events = asyncio.run(_track(list(created), created, poll_interval))
             elapsed = time.time() - started
             fetches = sandbox.stats()["requests"]["fetch"]
+            dropped = sandbox.stats()["callbacks"].get("dropped", 0)
         finally:
             if receiver_proc is not None:
                 receiver_proc.terminate()
@@ -147,6 +148,7 @@ def _run(name: str, messages: int, poll_interval: float, callbacks: bool, drop_p
         unconfirmed=sum(1 for p, _ in events.values() if p["status"] != "done"),
         by_callback=sum(1 for p, _ in events.values() if p.get("source") == "callback"),
         elapsed=elapsed,
+        dropped=dropped,
     )
 
 

@@ -396,4 +396,16 @@ def test_status_callback_receiver_on_the_api_server_writes_the_shared_store(
     assert post("sent") == 204  # late and out of order
     assert post("failed", token="t-1") == 204  # a replay of t-1: acknowledged, ignored
     assert store.get(sid).status == "delivered"
+
+    # End to end: the sandbox calls the api-server back; checkStatus on a worker reads Redis, not Twilio.
+    fetches = topology.sandbox.stats()["requests"]["fetch"]
+    run_id = f"celery_callbacks_{int(time.time())}"
+    topology.client.trigger(
+        WORKFLOW_DAG, {"to": "+15550219999", "from": FROM, "body": "by callback"}, run_id=run_id
+    )
+    result = topology.client.wait_for_run(WORKFLOW_DAG, run_id, timeout=RUN_TIMEOUT, interval=1.0)
+    assert result.state == "success" and result.task_state("delivered") == "success"
+    [message] = [m for m in topology.sandbox.messages() if m["body"] == "by callback"]
+    assert store.get(message["sid"]).status == "delivered"
+    assert topology.sandbox.stats()["requests"]["fetch"] == fetches  # no status request: the callback did it
     store.close()

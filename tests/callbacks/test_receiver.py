@@ -130,7 +130,7 @@ def test_chunked_body_over_the_limit_gets_413(receiver, monkeypatch):
     assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
 
 
-def test_store_down_answers_503_so_twilio_retries(receiver, monkeypatch):
+def test_store_down_answers_503(receiver, monkeypatch):
     monkeypatch.setenv("TWILIO_CALLBACK_STORE", "redis://127.0.0.1:1/0")
     reply = receiver.post(callback_form(message_sid(9), "delivered"))
     assert reply.status_code == 503

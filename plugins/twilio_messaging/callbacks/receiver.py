@@ -165,7 +165,7 @@ async def status_callback(request: Request) -> Response:
     try:
         applied = await run_in_threadpool(open_store().record, update, idempotency)
     except (StoreError, ValueError) as exc:
-        # Twilio retries a failed callback; polling covers one it gives up on.
+        # Twilio retries a 5xx when the URL's connection overrides ask (#rp=5xx); polling covers the rest.
         log.error("Status callback for %s not stored: %s", update.message_sid, exc)
         return _empty(status.HTTP_503_SERVICE_UNAVAILABLE)
     log.debug("Status callback %s %s: %s", update.message_sid, update.status, applied.value)

@@ -127,3 +127,9 @@ def test_the_package_readme_example_is_a_tested_dag_file() -> None:
     readme = (PLUGINS / "README.md").read_text()
     [code] = re.findall(r"```python\n(.*?)\n```", readme, re.S)
     assert code in (REPO / "dags" / "example_twilio_message_status.py").read_text()
+
+
+def test_the_install_commands_name_the_wheel_make_dist_builds(dist: Dist) -> None:
+    for page in (REPO / "README.md", PLUGINS / "README.md", REPO / "docs" / "deploy.md"):
+        named = set(re.findall(r"airflow_provider_twilio_messaging-[^\s/]+?\.whl", page.read_text()))
+        assert named == {dist.wheel.name}, (page.name, named)

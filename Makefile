@@ -32,6 +32,9 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-celery.txt constrai
 	$(BIN)/pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt -r requirements-celery.txt -c constraints.txt
 	@# Our package as an Airflow provider (connection type, Messages plugin); editable, so plugins/ stays the code.
 	$(BIN)/pip install $(PIP_FLAGS) --no-deps -e plugins
+	@# The install leaves plugins/*.egg-info behind; plugins/ is Airflow's plugins folder (on sys.path), where that
+	@# metadata could make Airflow see the package's entry points twice. The venv has its own .dist-info.
+	rm -rf plugins/*.egg-info
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -42,6 +45,7 @@ venv: $(STAMP)
 dist: $(STAMP)
 	rm -rf $(DIST) plugins/build plugins/*.egg-info
 	$(BIN)/python -m build --outdir $(DIST) plugins
+	rm -rf plugins/build plugins/*.egg-info
 	@ls -1 $(DIST)
 
 lint: $(STAMP)

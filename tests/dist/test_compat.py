@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from urllib.parse import quote
 
 import pytest
 
-from sandbox.testing import Sandbox, run_sandbox
+from sandbox.testing import run_sandbox
 from scripts.airflow_stack import AirflowStack
 from tests.dist.compat import REPO, CompatVenv, clean_env, compat_venv, json_listing, newest_airflow, run
 from tests.dist.conftest import Dist
@@ -62,7 +61,6 @@ class Installed:
     """Everything observed of the wheel in one clean venv."""
 
     venv: CompatVenv
-    sandbox: Sandbox
     driver: dict[str, Any]
     messages: list[dict[str, Any]]
     cli: dict[str, Any]
@@ -80,13 +78,12 @@ def _timed(seconds: dict[str, float], name: str, started: float) -> float:
     return now
 
 
-@pytest.fixture(scope="module", params=[MIN_AIRFLOW_VERSION, newest_airflow()], ids=lambda v: f"airflow-{v}")
-def installed(request, dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+def observe(airflow_version: str, dist: Dist, work: Path) -> Installed:
+    """Install the wheel into the clean venv for ``airflow_version`` and observe it, in ``work``."""
     seconds: dict[str, float] = {}
     t = time.monotonic()
-    venv = compat_venv(request.param, dist.wheel)
+    venv = compat_venv(airflow_version, dist.wheel)
     t = _timed(seconds, "venv (built)" if venv.built_in else "venv (cached)", t)
-    work = tmp_path_factory.mktemp(f"compat-{request.param}")  # outside the checkout
     home, dags, plugins = work / "home", work / "dags", work / "plugins"
     for folder in (home, dags, plugins):
         folder.mkdir()
@@ -145,7 +142,6 @@ def installed(request, dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> 
 
         installed = Installed(
             venv=venv,
-            sandbox=sandbox,
             driver=driver,
             messages=sandbox.messages(),
             cli={k: results[k] for k in ("providers", "hooks", "plugins")},
@@ -182,8 +178,30 @@ def installed(request, dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> 
         finally:
             stack.stop()
         _timed(seconds, "api-server", t)
-        print(f"compat Airflow {request.param}: {seconds}")
-        yield installed
+        return installed
+
+
+VERSIONS = (MIN_AIRFLOW_VERSION, newest_airflow())
+
+
+@pytest.fixture(scope="session")
+def observed(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Installed]:
+    """Every version side by side: much of the time is waiting (process start-ups, sensor pokes)."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(VERSIONS)) as pool:
+        # The work folders are outside the checkout.
+        futures = {v: pool.submit(observe, v, dist, tmp_path_factory.mktemp(f"compat-{v}")) for v in VERSIONS}
+        found = {v: f.result() for v, f in futures.items()}
+    print(
+        f"compat checks: {time.monotonic() - started:.1f}s; "
+        + "; ".join(f"{v}: {i.seconds}" for v, i in found.items())
+    )
+    return found
+
+
+@pytest.fixture(params=VERSIONS, ids=lambda v: f"airflow-{v}")
+def installed(request: pytest.FixtureRequest, observed: dict[str, Installed]) -> Installed:
+    return observed[request.param]
 
 
 def test_runs_the_example_dags_and_the_workflow_dag_against_the_sandbox(installed: Installed) -> None:

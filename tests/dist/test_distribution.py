@@ -96,17 +96,20 @@ def test_entry_points_register_the_provider_and_the_plugin(dist: Dist) -> None:
 
 
 def test_the_plugin_is_registered_once_in_this_projects_dev_setup() -> None:
-    """The editable install's entry point is the only registration: nothing in plugins/ registers it too."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "airflow", "plugins", "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """The editable install's entry point is the only registration: nothing in plugins/ registers it again."""
+    listing = [sys.executable, "-m", "airflow", "plugins", "-o", "json"]
+    proc = subprocess.run(listing, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     plugins = json_listing(proc.stdout)
     assert [p["name"] for p in plugins].count("twilio_messages") == 1, plugins
+    assert "group='airflow.plugins'" in next(p["source"] for p in plugins if p["name"] == "twilio_messages")
+    # A second registration is skipped and reported as a plugin import error, which the listing omits.
+    errors = "from airflow import plugins_manager as m; print(m.get_import_errors())"
+    proc = subprocess.run([sys.executable, "-c", errors], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "{}", proc.stdout
     assert not list(PLUGINS.glob("*.py")), "a plugin file in the plugins folder would register it twice"
+    assert not list(PLUGINS.glob("*.egg-info")), "metadata in the plugins folder: rm -r plugins/*.egg-info"
 
 
 def test_the_package_refuses_an_airflow_older_than_its_floor_with_the_reason() -> None:

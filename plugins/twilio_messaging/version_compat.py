@@ -26,8 +26,8 @@ def check_airflow_version(airflow_version: str) -> None:
     if Version(Version(airflow_version).base_version) < Version(MIN_AIRFLOW_VERSION):
         raise AirflowTooOld(
             f"airflow-provider-twilio-messaging needs Apache Airflow {MIN_AIRFLOW_VERSION} or newer, "
-            f"found {airflow_version}: it imports airflow.sdk.configuration and airflow.sdk.exceptions, "
-            f"which Airflow 3.2 added. Upgrade Airflow to {MIN_AIRFLOW_VERSION} or newer."
+            f"found {airflow_version}: it imports airflow.sdk.configuration and the task exceptions of "
+            f"airflow.sdk.exceptions, which Airflow 3.2 added. Upgrade Airflow to {MIN_AIRFLOW_VERSION}+."
         )
 
 

@@ -125,8 +125,13 @@ class CompatVenv:
         run([str(self.python), *PIP, "check"], env=env, cwd=cwd)
 
 
-def compat_venv(airflow_version: str, wheel: Path) -> CompatVenv:
-    """The venv for ``airflow_version`` (built, with a migrated metadata DB template, unless cached)."""
+@contextlib.contextmanager
+def compat_venv(airflow_version: str, wheel: Path) -> Iterator[CompatVenv]:
+    """The venv for ``airflow_version`` (built, with a migrated metadata DB template, unless cached).
+
+    Held under a lock until the caller is done: another test session on this machine (another checkout)
+    would otherwise put its own wheel into the same venv in the middle of this one's checks.
+    """
     constraints = constraints_for(airflow_version)
     requirements = sorted(wheel_requirements(wheel))
     key = hashlib.sha256(
@@ -138,7 +143,8 @@ def compat_venv(airflow_version: str, wheel: Path) -> CompatVenv:
     done = path / ".complete"
     with _locked(CACHE / f"{path.name}.lock"):
         if done.exists():
-            return CompatVenv(airflow_version, path, None)
+            yield CompatVenv(airflow_version, path, None)
+            return
         started = time.monotonic()
         shutil.rmtree(path, ignore_errors=True)
         env = clean_env()
@@ -162,4 +168,4 @@ def compat_venv(airflow_version: str, wheel: Path) -> CompatVenv:
         home.mkdir()
         run([python, "-m", "airflow", "db", "migrate"], env=clean_env(AIRFLOW_HOME=str(home)), cwd=home)
         done.write_text(json.dumps({"airflow": airflow_version, "requirements": requirements}))
-        return CompatVenv(airflow_version, path, time.monotonic() - started)
+        yield CompatVenv(airflow_version, path, time.monotonic() - started)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 
@@ -46,6 +47,7 @@ def main(dags_folder: str, runs_json: str, out: str) -> None:
         "runs": [],
     }
     for dag_id, conf in json.loads(runs_json):
+        started = time.monotonic()
         run = bag.dags[dag_id].test(run_conf=conf)
         result["runs"].append(
             {
@@ -55,6 +57,7 @@ def main(dags_folder: str, runs_json: str, out: str) -> None:
                 "state": str(getattr(run.state, "value", run.state)),
                 "tasks": task_states(dag_id, run.run_id),
                 "xcoms": xcoms(dag_id, run.run_id),
+                "seconds": round(time.monotonic() - started, 1),
             }
         )
     with open(out, "w") as f:

@@ -66,13 +66,13 @@ class Installed:
     cli: dict[str, Any]
     imported: list[str]
     pages: dict[str, Any] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, Any] = field(default_factory=dict)
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
         return [r for r in self.driver["runs"] if r["dag_id"] == dag_id]
 
 
-def _timed(seconds: dict[str, float], name: str, started: float) -> float:
+def _timed(seconds: dict[str, Any], name: str, started: float) -> float:
     now = time.monotonic()
     seconds[name] = round(now - started, 1)
     return now
@@ -80,10 +80,13 @@ def _timed(seconds: dict[str, float], name: str, started: float) -> float:
 
 def observe(airflow_version: str, dist: Dist, work: Path) -> Installed:
     """Install the wheel into the clean venv for ``airflow_version`` and observe it, in ``work``."""
-    seconds: dict[str, float] = {}
+    with compat_venv(airflow_version, dist.wheel) as venv:
+        return _observe(venv, dist, work)
+
+
+def _observe(venv: CompatVenv, dist: Dist, work: Path) -> Installed:
+    seconds: dict[str, Any] = {"venv (built)": round(venv.built_in, 1)} if venv.built_in else {}
     t = time.monotonic()
-    venv = compat_venv(airflow_version, dist.wheel)
-    t = _timed(seconds, "venv (built)" if venv.built_in else "venv (cached)", t)
     home, dags, plugins = work / "home", work / "dags", work / "plugins"
     for folder in (home, dags, plugins):
         folder.mkdir()
@@ -138,6 +141,7 @@ def observe(airflow_version: str, dist: Dist, work: Path) -> Installed:
             }
             results = {name: f.result() for name, f in futures.items()}
         driver = json.loads(out.read_text())
+        seconds["dag.test runs"] = [r["seconds"] for r in driver["runs"]]
         t = _timed(seconds, "CLI and dag.test", t)
 
         installed = Installed(

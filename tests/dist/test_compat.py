@@ -163,7 +163,8 @@ def _observe(venv: CompatVenv, dist: Dist, work: Path) -> Installed:
             plugins_folder=plugins,
             twilio_conn=conn,
             pools={},
-            extra_env={"AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False", **twilio_env},
+            # PYTHONPATH emptied: nothing of the checkout may reach the clean venv's api-server.
+            extra_env={"AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False", "PYTHONPATH": "", **twilio_env},
             log=lambda line: None,
         )
         stack.start(timeout=240)

@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.dist.conftest import REPO, Dist
-from twilio_messaging.pools import API_POOL
+from twilio_messaging.settings import API_POOL
 from twilio_messaging.version_compat import MIN_AIRFLOW_VERSION
 
 DOC = REPO / "docs" / "deploy.md"

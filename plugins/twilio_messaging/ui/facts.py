@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twilio_messaging import dag_tasks
-from twilio_messaging.statuses import end_state, is_terminal
+from twilio_messaging.statuses import UNCONFIRMED_SUFFIX, end_state, is_terminal
 from twilio_messaging.ui.masking import mask_number, mask_sid, mask_text, safe_url
 from twilio_messaging.ui.meanings import ErrorInfo, error_info
+from twilio_messaging.ui.task_errors import TaskFailure
 
 TASK_ORDER = (
     dag_tasks.SEND_TASK,
@@ -27,6 +28,7 @@ TASK_ORDER = (
 )
 END_TASKS = (dag_tasks.DELIVERED_TASK, dag_tasks.FAILED_TASK)
 TIMELINE_KEY = "statusTimeline"
+OUTCOME_KEY = (dag_tasks.BRANCH_TASK, "outcome")  # routeByStatus' decision: the workflow's normal output
 # (task_id, key) pairs the tab reads; the store fetches exactly these.
 XCOM_KEYS: tuple[tuple[str, str], ...] = (
     (dag_tasks.SEND_TASK, "messageSid"),
@@ -59,10 +61,11 @@ Xcoms = Mapping[tuple[str, str], Any]
 class Banner:
     """The one line a person reads first."""
 
-    kind: str  # delivered | failed | nothing_sent | unknown | running
+    kind: str  # delivered | failed | nothing_sent | unconfirmed | unknown | running
     headline: str
     detail: str = ""
     error: ErrorInfo | None = None
+    failure: TaskFailure | None = None  # the failed task's own error, when the run has no outcome
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,11 @@ def _first(xcoms: Xcoms, key: str, tasks: Sequence[str]) -> Any:
 
 
 def timeline_rows(entries: Sequence[Mapping[str, Any]] | None) -> list[TimelineRow]:
-    """Each observation of the sensor (``{"at", "status", "errorCode"}``) as a row, oldest first."""
+    """Each change of status the sensor saw (``{"at", "status", "errorCode"}``), oldest first.
+
+    A status seen again (a retried checkStatus observes the final status once more) is one row, at the
+    time it was first seen.
+    """
     rows = []
     for entry in entries or []:
         if not isinstance(entry, Mapping):
@@ -119,7 +126,12 @@ def timeline_rows(entries: Sequence[Mapping[str, Any]] | None) -> list[TimelineR
                 error=error_info(entry.get("errorCode")),
             )
         )
-    return sorted(rows, key=lambda row: row.at)
+    changes: list[TimelineRow] = []
+    for row in sorted(rows, key=lambda row: row.at):
+        if changes and (changes[-1].status, changes[-1].error) == (row.status, row.error):
+            continue
+        changes.append(row)
+    return changes
 
 
 def _timeline(
@@ -144,7 +156,11 @@ def _timeline(
 
 
 def _banner(
-    xcoms: Xcoms, run_state: str, tis: Mapping[str, Mapping[str, Any]], to: str
+    xcoms: Xcoms,
+    run_state: str,
+    tis: Mapping[str, Mapping[str, Any]],
+    to: str,
+    failure: TaskFailure | None = None,
 ) -> tuple[Banner, str | None, str | None]:
     outcome = xcoms.get((dag_tasks.BRANCH_TASK, "outcome"))
     sid = _first(xcoms, "messageSid", (*END_TASKS, dag_tasks.SEND_TASK))
@@ -166,6 +182,13 @@ def _banner(
             head = "Nothing was sent"
             head += f": Twilio error {error.code}, {error.meaning}" if error else ""
             return Banner("nothing_sent", head, detail or reason, error), None, None
+        if isinstance(status, str) and status.endswith(UNCONFIRMED_SUFFIX):
+            seen = status.removesuffix(UNCONFIRMED_SUFFIX).strip()
+            head = (
+                f"Delivery to {to} unconfirmed: no final status before the status timeout "
+                f"(last status {seen}); the message may still arrive"
+            )
+            return Banner("unconfirmed", head, reason or detail, error), sid, status
         head = f"Not delivered to {to}: status {status}"
         if error:
             head += f", error {error.code}: {error.meaning}"
@@ -189,6 +212,9 @@ def _banner(
     ]
     where = f" ({', '.join(active)})" if active else ""
     if run_state in FINISHED_STATES:
+        if failure is not None:
+            banner = Banner("failed", failure.headline(run_state), failure.message, failure=failure)
+            return banner, sid, None
         return Banner("unknown", f"The run ended {run_state} without a routing decision{where}"), sid, None
     initial = xcoms.get((dag_tasks.SEND_TASK, "initialStatus"))
     last = (report or {}).get("status") if isinstance(report, Mapping) else None
@@ -239,10 +265,11 @@ def workflow_view(
     tis: Mapping[str, Mapping[str, Any]],
     xcoms: Xcoms,
     stored_timeline: Sequence[Mapping[str, Any]] | None = None,
+    failure: TaskFailure | None = None,
 ) -> WorkflowView:
-    """Everything the workflow tab shows, from the run's records."""
+    """Everything the workflow tab shows, from the run's records (``failure``: its first failed task)."""
     to = mask_number(str((conf or {}).get("to") or "")) or "the recipient"
-    banner, sid, status = _banner(xcoms, run_state, tis, to)
+    banner, sid, status = _banner(xcoms, run_state, tis, to, failure)
     timeline, source = _timeline(xcoms, stored_timeline, tis)
     return WorkflowView(
         dag_id=dag_id,

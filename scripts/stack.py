@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the stack")
     args = parser.parse_args(argv)
     home = DEMO_HOME
+    started = time.monotonic()
     try:
         if args.command == "down":
             return run_down(home)
@@ -372,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_up(settings, home)
     except (StackError, APIError) as exc:
         say(f"\nERROR: {exc}")
+        if args.command == "demo":  # the demo's last line is its exit code, whatever went wrong
+            total = time.monotonic() - started
+            say(f"\nExit code {EXIT_DEMO_ERROR} ({EXIT_MEANINGS[EXIT_DEMO_ERROR]}), total {total:.0f}s")
         return EXIT_DEMO_ERROR
     except KeyboardInterrupt:
         say("\nInterrupted; stopping ...")

@@ -44,11 +44,16 @@ HEALTH_KEYS: dict[str, str] = {
     "triggerer": "triggerer",
 }
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-# Four components write to one SQLite file. Python's sqlite3 gives up on a lock after 5 s, and in SQLite's
-# default rollback-journal mode every reader blocks a writer's commit: a UI click (unpause = an UPDATE plus
-# an INSERT INTO log) that met a busy scheduler or dag-processor answered 500 "database is locked" after
-# exactly 5 s. In WAL mode readers never block the writer (nor it them), and a writer waits up to 60 s.
-SQLITE_BUSY_TIMEOUT_S = 60
+# Four components write to one SQLite file, and SQLite has one write lock. The api-server's audit log
+# (every UI action writes a row to `log`) commits from an async dependency, on the event loop; when another
+# request of the same api-server had written but not yet committed (its commit runs after the endpoint, and
+# needs that loop), the loop waited for a lock that could only be released by the loop: "database is
+# locked" and a 500 after sqlite3's 5 s busy timeout ("unpause on trigger" failed 1 time in 4). So the
+# api-server runs its SQLite statements in autocommit (each write releases the lock at once; nothing on
+# the loop can wait for a transaction in the same process), the file is in WAL mode (readers never block
+# a writer nor it them), and a writer waits up to SQLITE_BUSY_TIMEOUT_S for the scheduler's transactions.
+SQLITE_BUSY_TIMEOUT_S = 30
+API_SERVER_SQLITE_ENGINE_ARGS = {"isolation_level": "AUTOCOMMIT"}
 
 
 def sqlite_url(path: Path) -> str:
@@ -236,6 +241,13 @@ class AirflowStack:
         if self.sqlite_file is not None:
             use_wal(self.sqlite_file)
 
+    def component_env(self, name: str) -> dict[str, str]:
+        """What one component adds to ``env()``: on SQLite, the api-server's autocommit (see above)."""
+        key = "AIRFLOW__DATABASE__SQL_ALCHEMY_ENGINE_ARGS"
+        if name == "api-server" and self.sqlite_file is not None and key not in self.extra_env:
+            return {key: json.dumps(API_SERVER_SQLITE_ENGINE_ARGS)}
+        return {}
+
     @property
     def sqlite_file(self) -> Path | None:
         """The SQLite database file, when the stack runs on one (not on PostgreSQL)."""
@@ -278,7 +290,7 @@ class AirflowStack:
             self.procs[name] = start_process(
                 name,
                 [sys.executable, "-m", "airflow", *COMPONENT_COMMANDS[name]],
-                env=env,
+                env={**env, **self.component_env(name)},
                 cwd=self.home,
                 log_file=self.log_dir / f"{name}.log",
                 pid_file=self.pid_dir / f"{name}.pid",

@@ -19,6 +19,12 @@ def test_the_default_db_is_sqlite_with_a_lock_wait_and_wal(tmp_path: Path):
         == f"sqlite:///{tmp_path / 'home' / 'airflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
     )
     assert local.sqlite_file == tmp_path / "home" / "airflow.db"
+    # Only the api-server autocommits: its audit-log commit on the event loop must never wait for a
+    # transaction of its own process.
+    assert local.component_env("api-server") == {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_ENGINE_ARGS": '{"isolation_level": "AUTOCOMMIT"}'
+    }
+    assert local.component_env("scheduler") == {}
     db = tmp_path / "airflow.db"
     sqlite3.connect(db).close()
     assert use_wal(db) == "wal"
@@ -31,6 +37,7 @@ def test_postgresql_when_the_user_points_the_stack_at_it(tmp_path: Path):
     settings = stack.Settings({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url})
     built = stack.build_stack(settings, tmp_path)
     assert built.sql_alchemy_conn == url and built.sqlite_file is None
+    assert built.component_env("api-server") == {}
     assert built.env()["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == url
     assert stack.build_stack(stack.Settings({}), tmp_path).sqlite_file == tmp_path / "airflow.db"
 

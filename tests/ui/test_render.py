@@ -178,7 +178,7 @@ def test_a_batch_that_failed_in_prepare_shows_the_task_error_in_red(tmp_path: Pa
         log_href=log_href("b", "manual__1", "prepare", -1, 1),
     )
     view = batch_view.batch_view("b", "manual__1", "failed", None, failure=failure)
-    assert view.kind == "failed" and view.headline == "The run ended failed: task prepare failed"
+    assert view.banner_kind == "failed" and view.headline == "The run ended failed: task prepare failed"
     html = ui_app.templates.get_template("batch.html").render(
         view=view,
         summary={},

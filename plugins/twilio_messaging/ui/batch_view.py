@@ -39,7 +39,7 @@ class BatchView:
     groups: list[CodeGroup] = field(default_factory=list)
     facts: list[tuple[str, str]] = field(default_factory=list)
     has_summary: bool = True
-    kind: str = "running"  # banner colour: delivered (no failure) | warn (within threshold) | failed
+    banner_kind: str = "running"  # banner colour: delivered (no failure) | warn (within threshold) | failed
     failure: TaskFailure | None = None  # the failed task's own error, when the run ended without a summary
 
 
@@ -92,7 +92,7 @@ def batch_view(
             [],
             bar_chart([]),
             has_summary=False,
-            kind=kind,
+            banner_kind=kind,
             failure=failure,
         )
     counts = outcome_counts(summary)
@@ -125,7 +125,7 @@ def batch_view(
         bar_chart(counts),
         code_groups(summary),
         facts,
-        kind=kind,
+        banner_kind=kind,
     )
 
 

@@ -203,3 +203,22 @@ def test_run_pages_name_their_run_and_link_to_airflows_run_page():
     head = html.split('data-testid="run-head"', 1)[1].split("</div>", 1)[0]
     assert "<h1>manual__2026</h1>" in head and 'class="state failed"' in head
     assert 'href="../../../../../dags/d/runs/manual__2026"' in head and 'target="_top"' in head
+
+
+def test_the_browse_page_reason_says_what_the_error_column_does_not():
+    refused = {
+        "end": "failed",
+        "errorCode": None,
+        "errorMessage": None,
+        "reason": "no message was created: to: bad",
+    }
+    assert ui_app.not_sent_reason(refused, None) == "no message was created: to: bad"
+    coded = {
+        "end": "failed",
+        "errorCode": 21211,
+        "errorMessage": "Twilio error 21211: The 'To' number +15005550001 is not a valid phone number. "
+        "(https://www.twilio.com/docs/errors/21211)",
+        "reason": "no message was created: …",
+    }
+    reason = ui_app.not_sent_reason(coded, ui_app.error_info(21211))
+    assert reason == "The 'To' number +15•••••0001 is not a valid phone number."

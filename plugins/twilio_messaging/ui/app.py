@@ -79,6 +79,16 @@ def run_page(dag_id: str, run_id: str, leaf: str = "") -> str:
     return f"dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}" + (f"/{leaf}" if leaf else "")
 
 
+def not_sent_reason(outcome: Mapping[str, Any], error: Any) -> str:
+    """Why a workflow run's message was not delivered, without what the Error column already says."""
+    detail = str(outcome.get("errorMessage") or "")
+    if error is not None:
+        # Twilio's own sentence, without the code and docs link the Error column shows.
+        detail = detail.replace(f" ({error.docs_url})", "").removeprefix(f"Twilio error {error.code}: ")
+        return mask_text(detail.strip())
+    return mask_text(str(outcome.get("reason") or detail))
+
+
 def may_read_logs(user: BaseUser, dag_id: str) -> bool:
     """The auth manager's word on this user reading the DAG's task logs (the tab quotes their errors)."""
     return get_auth_manager().is_authorized_dag(
@@ -267,8 +277,7 @@ def recent(user: GetUserDep, session: SessionDep) -> HTMLResponse:
             error = error_info(outcome.get("errorCode"))
             status = outcome.get("finalStatus") or ("not sent" if outcome else "")
             if outcome and outcome.get("end") != "delivered" and not row["reason"]:
-                detail = outcome.get("reason") or outcome.get("errorMessage") or ""
-                row["reason"] = "" if error and not outcome.get("reason") else mask_text(detail)
+                row["reason"] = not_sent_reason(outcome, error)
             row.update(
                 to=mask_number(str(run.conf.get("to") or "")),
                 sid=outcome.get("messageSid") or "",

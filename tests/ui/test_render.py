@@ -22,8 +22,7 @@ from twilio_messaging.ui.task_errors import TaskFailure, log_href
 
 def around(dag_id: str = "d", run_id: str = "r", state: str = "failed") -> dict:
     """What every run page gets besides its view: the run, and the way back to Airflow's pages."""
-    run = store.RunRecord(dag_id, run_id, state, {}, "", "")
-    return {"run": run, "ui_root": ui_app.UI_ROOT_FROM_TAB, "run_href": ui_app.run_page(dag_id, run_id)}
+    return ui_app.run_page_context(store.RunRecord(dag_id, run_id, state, {}, "", ""))
 
 
 def render_workflow(conf: dict) -> str:
@@ -222,3 +221,5 @@ def test_the_browse_page_reason_says_what_the_error_column_does_not():
     }
     reason = ui_app.not_sent_reason(coded, ui_app.error_info(21211))
     assert reason == "The 'To' number +15•••••0001 is not a valid phone number."
+    undelivered = {**coded, "errorCode": 30003, "errorMessage": "Unreachable destination handset"}
+    assert ui_app.not_sent_reason(undelivered, ui_app.error_info(30003)) == ""  # the meaning says it already

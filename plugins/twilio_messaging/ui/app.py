@@ -85,8 +85,14 @@ def not_sent_reason(outcome: Mapping[str, Any], error: Any) -> str:
     if error is not None:
         # Twilio's own sentence, without the code and docs link the Error column shows.
         detail = detail.replace(f" ({error.docs_url})", "").removeprefix(f"Twilio error {error.code}: ")
-        return mask_text(detail.strip())
+        detail = detail.strip()
+        return "" if error.meaning.startswith(detail.rstrip(".")) else mask_text(detail)
     return mask_text(str(outcome.get("reason") or detail))
+
+
+def run_page_context(run: store.RunRecord) -> dict[str, Any]:
+    """What every page of one run gets besides its view: the run, and the way back to Airflow's pages."""
+    return {"run": run, "ui_root": UI_ROOT_FROM_TAB, "run_href": run_page(run.dag_id, run.run_id)}
 
 
 def may_read_logs(user: BaseUser, dag_id: str) -> bool:
@@ -163,7 +169,7 @@ def run_tab(
     run = _run_or_404(session, dag_id, run_id)
     tis = store.load_task_states(session, dag_id, run_id)
     kind = kind_of_run(dag_id, tis)
-    page_context = {"ui_root": UI_ROOT_FROM_TAB, "run_href": run_page(dag_id, run_id), "run": run}
+    page_context = run_page_context(run)
     if kind == "workflow":
         return _html("workflow.html", view=_workflow(session, run, tis, user), **page_context)
     if kind == "batch":

@@ -32,7 +32,7 @@ WORKFLOW_DAG = "twilio_send_message_track_status"
 BATCH_DAG = "twilio_batch_notifications"
 URL_PREFIX = "/twilio-messages"
 RECENT_LIMIT = 50
-RECENT_FAILURES_READ = 10  # failed runs without an outcome on the recent page whose task log is read
+RECENT_FAILURES_READ = 20  # failed runs without an outcome on the recent page whose task log is read
 FINISHED = frozenset({"success", "failed"})
 # From a run's tab (<base>/twilio-messages/dags/<dag>/runs/<run>/) back to the Airflow UI's base URL;
 # relative, so the links stay right behind a reverse proxy with a path prefix.
@@ -268,9 +268,11 @@ def recent(user: GetUserDep, session: SessionDep) -> HTMLResponse:
         key = (run.dag_id, run.run_id)
         found = outcomes.get(key) if run.dag_id == WORKFLOW_DAG else summaries.get(key)
         failure = None
-        if not found and run.state in FINISHED and failures_read < RECENT_FAILURES_READ:
-            failure = _failure(session, run, user, True)
-            failures_read += 1
+        if not found and run.state in FINISHED:
+            # The task and its log link always; its sentence for the newest few (each is a log read).
+            quote_log = failures_read < RECENT_FAILURES_READ and may_read_logs(user, run.dag_id)
+            failure = store.task_failure(session, run.dag_id, run.run_id, read_log=quote_log)
+            failures_read += quote_log
         row: dict[str, Any] = {
             "run": run,
             "tab_href": run_page(run.dag_id, run.run_id, "plugin/messages"),

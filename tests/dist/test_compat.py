@@ -43,7 +43,7 @@ RUNS: list[tuple[str, dict[str, Any] | None]] = [
 # The modules of the application layer: the DAGs' own logic, the batch and the UI.
 APPLICATION_LAYER = (
     "twilio_messaging.workflow",
-    "twilio_messaging.dag_tasks",
+    "twilio_messaging.contract",
     "twilio_messaging.batch",
     "twilio_messaging.ui",
 )

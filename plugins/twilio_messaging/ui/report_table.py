@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -42,6 +43,9 @@ DEFAULT_PAGE_SIZE = 50
 INSERT_BATCH = 20_000
 INDEX_VERSION = "1"  # bump when the schema changes; old files are simply not found again
 CACHE_MAX_AGE = 7 * 24 * 3600.0  # an index nobody opened for a week is deleted by the next build
+# Query-string numbers are clamped to this: a page past the end shows the last page, and no number a
+# person can type overflows SQLite's 64-bit integers (a 500 before).
+MAX_NUMBER = 10**12
 
 
 class ReadablePath(Protocol):
@@ -65,10 +69,10 @@ class Query:
         """From the page's query string; anything unknown falls back to the default."""
 
         def number(name: str, default: int) -> int:
-            try:
-                return max(1, int(params.get(name) or default))
-            except ValueError:
+            text = str(params.get(name) or "").strip()
+            if not text.isdigit() or len(text) > 30:
                 return default
+            return min(max(1, int(text)), MAX_NUMBER)
 
         size = number("size", DEFAULT_PAGE_SIZE)
         sort = params.get("sort") or "row"
@@ -89,6 +93,12 @@ class Query:
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.size
+
+    def within(self, total: int | None) -> Query:
+        """This query, or its last page when it asks for a page past the end of ``total`` rows."""
+        if total is None or self.offset < total or self.page == 1:
+            return self
+        return dataclasses.replace(self, page=max(1, -(-total // self.size)))
 
 
 @dataclass
@@ -331,6 +341,7 @@ class ReportIndex:
         order = "DESC" if query.descending else "ASC"
         with contextlib.closing(self.connect()) as db:
             total = db.execute(f"SELECT COUNT(*) FROM report {where}", args).fetchone()[0]
+            query = query.within(total)
             rows = db.execute(
                 f"SELECT * FROM report {where} ORDER BY {_quote(query.sort)} {order}, row {order} "
                 "LIMIT ? OFFSET ?",
@@ -378,10 +389,9 @@ def _where(filters: Iterable[tuple[str, str]]) -> tuple[str, list[Any]]:
         if name not in FILTERS:
             continue
         if name == "error_code":
-            try:
-                args.append(int(value))
-            except ValueError:
-                args.append(-1)  # no row has it: an empty page, not an error
+            code = value.strip()
+            # A code that is no integer (or none SQLite can hold) matches no row: an empty page, not an error.
+            args.append(int(code) if code.isdigit() and len(code) <= 12 else -1)
         else:
             args.append(value)
         clauses.append(f"{_quote(name)} = ?")
@@ -390,6 +400,7 @@ def _where(filters: Iterable[tuple[str, str]]) -> tuple[str, list[Any]]:
 
 def stream_page(path: ReadablePath, fmt: str, query: Query, total: int | None) -> Page:
     """A page in the report's own order, read from the start of the file (fast for the first pages)."""
+    query = query.within(total)
     rows = list(islice(iter_report(path, fmt), query.offset, query.offset + query.size))
     return Page(rows, total, query, "stream")
 
@@ -410,6 +421,7 @@ def table_page(
     index is ready waits up to ``wait`` seconds for it, then gets page one with ``building`` set (the
     page says so and reloads itself), instead of holding the request for the whole build.
     """
+    query = query.within(total)
     index = ReportIndex(path, fmt, key)
     if index.ready:
         return index.page(query)

@@ -6,6 +6,7 @@ import argparse
 import re
 import socket
 import sys
+from collections.abc import Callable
 
 import uvicorn
 
@@ -17,9 +18,10 @@ from sandbox import (
 )
 from sandbox.app import SandboxApp, SandboxSettings
 from sandbox.callbacks import CallbackAllowlist
-from sandbox.faults import LOST_RESPONSE_MODES, FaultConfig
+from sandbox.faults import LOST_RESPONSE_MODES, MAX_CALLBACK_DELAY_MS, MAX_LATENCY_MS, FaultConfig
 from sandbox.lifecycle import PROFILES, Profile
 from sandbox.senders import DEFAULT_MAX_BACKLOG
+from sandbox.server import DEFAULT_MAX_HEAD_BYTES, DEFAULT_READ_TIMEOUT, GuardedHttpToolsProtocol
 
 
 def _rate(text: str) -> float:
@@ -29,11 +31,14 @@ def _rate(text: str) -> float:
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
+def _bounded_ms(high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not 0 <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between 0 and {high}")
+        return value
+
+    return parse
 
 
 def _positive_int(text: str) -> int:
@@ -66,6 +71,20 @@ def build_parser(prog: str = "python -m sandbox") -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     server.add_argument("--port", type=int, default=8099, help="port; 0 picks a free one (default: 8099)")
     server.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    server.add_argument(
+        "--read-timeout",
+        type=_positive_float,
+        default=DEFAULT_READ_TIMEOUT,
+        help=f"seconds a request (head and body) may take to arrive, else 408 "
+        f"(default: {DEFAULT_READ_TIMEOUT:g})",
+    )
+    server.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=SandboxSettings.max_body_bytes,
+        help="larger request bodies get 413 before they are read "
+        f"(default: {SandboxSettings.max_body_bytes})",
+    )
 
     creds = p.add_argument_group("credentials")
     creds.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID, help=f"default: {DEFAULT_ACCOUNT_SID}")
@@ -117,7 +136,9 @@ def build_parser(prog: str = "python -m sandbox") -> argparse.ArgumentParser:
     )
 
     faults = p.add_argument_group("fault injection (Twilio API routes only; all off by default)")
-    faults.add_argument("--latency-ms", type=_non_negative_int, default=0, help="added latency per request")
+    faults.add_argument(
+        "--latency-ms", type=_bounded_ms(MAX_LATENCY_MS), default=0, help="added latency per request"
+    )
     faults.add_argument("--rate-429", type=_rate, default=0.0, help="fraction answered 429 / 20429")
     faults.add_argument("--rate-5xx", type=_rate, default=0.0, help="fraction answered 500 or 503")
     faults.add_argument(
@@ -136,6 +157,23 @@ def build_parser(prog: str = "python -m sandbox") -> argparse.ArgumentParser:
         "--retry-after", type=_positive_int, help="seconds sent as Retry-After on 429 / 20429"
     )
     faults.add_argument("--seed", type=int, help="seed for the fault dice (reproducible runs)")
+    callbacks = p.add_argument_group("callback faults (status callbacks only; all off by default)")
+    callbacks.add_argument("--rate-callback-drop", type=_rate, default=0.0, help="fraction never sent")
+    callbacks.add_argument(
+        "--rate-callback-duplicate", type=_rate, default=0.0, help="fraction sent twice (same token)"
+    )
+    callbacks.add_argument(
+        "--rate-callback-reorder",
+        type=_rate,
+        default=0.0,
+        help="fraction held back until the message's next callback has been sent",
+    )
+    callbacks.add_argument(
+        "--callback-delay-ms",
+        type=_bounded_ms(MAX_CALLBACK_DELAY_MS),
+        default=0,
+        help="delay added to every callback",
+    )
     return p
 
 
@@ -180,6 +218,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m sandbox") -> int:
         sender_mps=args.sender_mps,
         sender_max_backlog=args.sender_max_backlog,
         callback_allow=tuple(h for value in args.callback_allow for h in value.split(",") if h.strip()),
+        max_body_bytes=args.max_body_bytes,
     )
     faults = FaultConfig(
         latency_ms=args.latency_ms,
@@ -190,6 +229,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m sandbox") -> int:
         concurrency_limit=args.concurrency_limit,
         retry_after=args.retry_after,
         seed=args.seed,
+        rate_callback_drop=args.rate_callback_drop,
+        rate_callback_duplicate=args.rate_callback_duplicate,
+        rate_callback_reorder=args.rate_callback_reorder,
+        callback_delay_ms=args.callback_delay_ms,
     )
     app = SandboxApp(settings, faults)
 
@@ -208,13 +251,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m sandbox") -> int:
 
     config = uvicorn.Config(
         app,
-        # "auto" = httptools and uvloop (both come with Airflow's uvicorn[standard]); h11/asyncio otherwise.
-        http="auto",
+        # httptools (with Airflow's uvicorn[standard]) with the sandbox's read deadline and head limit.
+        http=GuardedHttpToolsProtocol.configured(args.read_timeout, DEFAULT_MAX_HEAD_BYTES),
         loop="auto",
         lifespan="on",
         access_log=False,
         log_level=args.log_level,
         timeout_keep_alive=30,
+        # Requests sleeping in injected latency (up to 60 s) must not hold up a stop.
+        timeout_graceful_shutdown=2,
         backlog=4096,
     )
     uvicorn.Server(config).run(sockets=[sock])

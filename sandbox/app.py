@@ -27,9 +27,28 @@ from sandbox.auth import BasicAuth
 from sandbox.callbacks import CallbackAllowlist, CallbackDispatcher
 from sandbox.clock import Clock
 from sandbox.control import ControlAPI
-from sandbox.errors import TwilioError, authenticate_error, not_found, server_error, too_many_requests
+from sandbox.errors import (
+    TwilioError,
+    authenticate_error,
+    invalid_parameter,
+    not_found,
+    server_error,
+    too_many_requests,
+)
 from sandbox.faults import FaultConfig, FaultInjector
-from sandbox.http import Receive, Scope, Send, drop_connection, parse_form, read_body, respond
+from sandbox.http import (
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    TooManyFields,
+    declared_length,
+    drop_connection,
+    parse_form,
+    read_body,
+    respond,
+)
 from sandbox.lifecycle import (
     CANCELABLE_STATUSES,
     EXPIRED,
@@ -67,6 +86,9 @@ class SandboxSettings:
     sender_mps: float | None = None  # None: no sender queue (unlimited)
     sender_max_backlog: float = DEFAULT_MAX_BACKLOG
     callback_allow: tuple[str, ...] = ()
+    # Twilio's largest create form (1,600 characters of emoji, 10 media URLs of 4,000 characters, all
+    # percent-encoded) is about 140 KB; the body limit is well above it and far below a stall.
+    max_body_bytes: int = 256 * 1024
 
 
 class _Dropped(Exception):
@@ -86,7 +108,11 @@ class SandboxApp:
         self.senders = SenderQueues(self.clock, s.sender_mps, s.sender_max_backlog)
         self.auth = BasicAuth(s.account_sid, s.auth_token, s.api_key_sid, s.api_key_secret)
         self.callbacks = CallbackDispatcher(
-            self.store, self._token_for, self.stats, allowlist=CallbackAllowlist(s.callback_allow)
+            self.store,
+            self._token_for,
+            self.stats,
+            faults=self.faults,
+            allowlist=CallbackAllowlist(s.callback_allow),
         )
         self.control = ControlAPI(self)
         self._rng = random.Random()
@@ -103,13 +129,30 @@ class SandboxApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        control = path.startswith("/_sandbox/")
         try:
-            if path.startswith("/_sandbox/"):
+            declared = declared_length(scope)
+            if declared is not None and declared > self.settings.max_body_bytes:
+                raise BodyTooLarge(self.settings.max_body_bytes)  # before a byte of the body is read
+            if control:
                 await self.control(scope, receive, send)
             else:
                 await self._twilio(scope, receive, send, path)
-        except _Dropped:
+        except BodyTooLarge as exc:
+            await self._too_large(send, exc, control)
+        except (_Dropped, ClientGone):
             return
+
+    async def _too_large(self, send: Send, exc: BodyTooLarge, control: bool) -> None:
+        # Connection: close, since the rest of the body is never read (RFC 9110 §15.5.14).
+        close = [(b"connection", b"close")]
+        if control:
+            await respond(send, 413, {"error": str(exc)}, close)
+        else:
+            self.stats.count("requests", "invalid")
+            await respond(
+                send, 413, TwilioError(413, 20001, f"Request Entity Too Large: {exc}").body(), close
+            )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -140,6 +183,8 @@ class SandboxApp:
             await self._twilio_in_flight(scope, receive, send, path, match, path_account, kind)
         except TwilioError as exc:
             await self._error(send, exc)
+        except TooManyFields as exc:
+            await self._error(send, invalid_parameter(str(exc)))
         finally:
             self.faults.leave(path_account)
 
@@ -181,7 +226,7 @@ class SandboxApp:
             raise TwilioError(405, 20004, f"Method not allowed; {path} allows {allow}", allow=allow)
         sid = match.group(2)
         if kind == "create":
-            await self._create(receive, send, path_account)
+            await self._create(scope, receive, send, path_account)
         elif kind == "list":
             await self._list(scope, send, path_account)
         else:
@@ -192,7 +237,7 @@ class SandboxApp:
             if kind == "fetch":
                 await respond(send, 200, render_message(record))
             elif kind == "update":
-                await self._update(receive, send, record)
+                await self._update(scope, receive, send, record)
             else:
                 self.store.delete(record.sid)
                 await respond(send, 204)
@@ -208,9 +253,12 @@ class SandboxApp:
             self.stats.count("requests", "invalid")
         await respond(send, error.status, error.body(), headers)
 
-    async def _create(self, receive: Receive, send: Send, account_sid: str) -> None:
+    async def _form(self, scope: Scope, receive: Receive) -> dict[str, list[str]]:
+        return parse_form(await read_body(scope, receive, self.settings.max_body_bytes))
+
+    async def _create(self, scope: Scope, receive: Receive, send: Send, account_sid: str) -> None:
         received_wall, received_mono = time.time(), time.monotonic()
-        request = validate_create(parse_form(await read_body(receive)), now=received_wall)
+        request = validate_create(await self._form(scope, receive), now=received_wall)
         prefix = "MM" if request.media_urls else "SM"
         sid = prefix + uuid.uuid4().hex
         profile = self.settings.profile
@@ -277,8 +325,8 @@ class SandboxApp:
         page = [render_message(r, now) for r in records]
         await respond(send, 200, render_page(account_sid, query, page, has_more))
 
-    async def _update(self, receive: Receive, send: Send, record: MessageRecord) -> None:
-        form = parse_form(await read_body(receive))
+    async def _update(self, scope: Scope, receive: Receive, send: Send, record: MessageRecord) -> None:
+        form = await self._form(scope, receive)
         status = form.get("Status", [None])[0]
         body = form.get("Body", [None])[0]
         if status is None and body is None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from sandbox.errors import clip
 from sandbox.http import Receive, Scope, Send, read_body, respond
 from sandbox.lifecycle import OUTCOMES
 from sandbox.resources import render_message
@@ -14,8 +15,10 @@ from sandbox.resources import render_message
 if TYPE_CHECKING:
     from sandbox.app import SandboxApp
 
+# A fault setting is a few dozen bytes; the limit only has to stop a flood.
+MAX_CONTROL_BODY = 64 * 1024
 LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1", "localhost"})
-Handler = Callable[[Receive, Send], Awaitable[None]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class ControlAPI:
@@ -30,6 +33,7 @@ class ControlAPI:
             "/_sandbox/stats": {"GET": self._stats},
             "/_sandbox/config": {"GET": self._config},
             "/_sandbox/senders": {"GET": self._senders},
+            "/_sandbox/callbacks": {"GET": self._callbacks},
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -40,21 +44,21 @@ class ControlAPI:
         method, path = scope["method"], scope["path"].rstrip("/")
         methods = self.routes.get(path)
         if methods is None:
-            await respond(send, 404, {"error": f"no control route {method} {path}"})
+            await respond(send, 404, {"error": clip(f"no control route {method} {path}")})
         elif method not in methods:
             allow = ", ".join(methods).encode()
             await respond(send, 405, {"error": f"{path} allows {allow.decode()}"}, [(b"allow", allow)])
         else:
-            await methods[method](receive, send)
+            await methods[method](scope, receive, send)
 
-    async def _health(self, receive: Receive, send: Send) -> None:
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, {"status": "ok"})
 
-    async def _messages(self, receive: Receive, send: Send) -> None:
+    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         now = time.monotonic()
         await respond(send, 200, {"messages": [render_message(r, now) for r in self.app.store.all()]})
 
-    async def _reset(self, receive: Receive, send: Send) -> None:
+    async def _reset(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self.app
         deleted = len(app.store)
         app.store.clear()
@@ -63,30 +67,43 @@ class ControlAPI:
         app.senders.clear()
         await respond(send, 200, {"deleted": deleted})
 
-    async def _faults(self, receive: Receive, send: Send) -> None:
+    async def _faults(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, self.app.faults.snapshot().to_dict())
 
-    async def _set_faults(self, receive: Receive, send: Send) -> None:
+    async def _set_faults(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(scope, receive, MAX_CONTROL_BODY)
         try:
-            changes = json.loads(await read_body(receive) or b"{}")
+            changes = json.loads(body or b"{}")
+        except RecursionError:
+            await respond(
+                send, 400, {"error": "the body is nested too deeply; it must be a flat JSON object"}
+            )
+            return
+        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            await respond(send, 400, {"error": clip(f"the body is not JSON: {exc}")})
+            return
+        try:
             if not isinstance(changes, dict):
                 raise ValueError("the body must be a JSON object")
             config = self.app.faults.update(changes)
-        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-            await respond(send, 400, {"error": str(exc)})
+        except ValueError as exc:
+            await respond(send, 400, {"error": clip(str(exc))})
             return
         await respond(send, 200, config.to_dict())
 
-    async def _clear_faults(self, receive: Receive, send: Send) -> None:
+    async def _clear_faults(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, self.app.faults.clear().to_dict())
 
-    async def _stats(self, receive: Receive, send: Send) -> None:
+    async def _stats(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, self.app.stats.snapshot())
 
-    async def _senders(self, receive: Receive, send: Send) -> None:
+    async def _callbacks(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, self.app.callbacks.snapshot())
+
+    async def _senders(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, self.app.senders.snapshot())
 
-    async def _config(self, receive: Receive, send: Send) -> None:
+    async def _config(self, scope: Scope, receive: Receive, send: Send) -> None:
         s = self.app.settings
         body: dict[str, Any] = {
             "account_sid": s.account_sid,

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+LONG_RUN = re.compile(r"\S{121,}")
+
+
+def clip(text: str) -> str:
+    """``text`` with every run of over 120 non-space characters cut short: an error names the value it
+    refuses, but never echoes a 5 MiB one back."""
+    return LONG_RUN.sub(lambda m: f"{m.group()[:80]}...({len(m.group())} characters)", text)
 
 
 class TwilioError(Exception):
@@ -11,6 +20,7 @@ class TwilioError(Exception):
     def __init__(
         self, status: int, code: int, message: str, detail: str | None = None, *, allow: str | None = None
     ) -> None:
+        message = clip(message)
         super().__init__(message)
         self.status = status
         self.code = code

@@ -1,4 +1,5 @@
-"""Fault injection for the Twilio API routes: latency, 429s, 5xx, lost responses, a concurrency limit."""
+"""Fault injection: on the Twilio API routes latency, 429s, 5xx, lost responses and a concurrency limit; on
+status callbacks drops, duplicates, reordering and a delay (sandbox/callbacks.py applies those)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 LOST_RESPONSE_MODES = ("500", "drop")
+# Longer than any client's timeout, and small enough for asyncio.sleep and the timer heap.
+MAX_LATENCY_MS = 60_000
+MAX_CALLBACK_DELAY_MS = 600_000
 
 
 @dataclass
@@ -23,6 +27,12 @@ class FaultConfig:
     concurrency_limit: int | None = None
     retry_after: int | None = None
     seed: int | None = None
+    # Status callbacks: the fraction never sent, sent twice (same idempotency token, as a retry after a lost
+    # answer), and held back until the message's next callback has gone; and a delay added to every one.
+    rate_callback_drop: float = 0.0
+    rate_callback_duplicate: float = 0.0
+    rate_callback_reorder: float = 0.0
+    callback_delay_ms: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -30,9 +40,10 @@ class FaultConfig:
 
 def _check(name: str, value: Any) -> Any:
     """Validate one setting; raise ValueError naming the field and the rule."""
-    if name == "latency_ms":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError("latency_ms must be an integer >= 0")
+    if name in ("latency_ms", "callback_delay_ms"):
+        high = MAX_LATENCY_MS if name == "latency_ms" else MAX_CALLBACK_DELAY_MS
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+            raise ValueError(f"{name} must be an integer between 0 and {high}")
     elif name.startswith("rate_"):
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be a number between 0 and 1")

@@ -6,6 +6,7 @@ Also the one place that drops a connection without a response (the ``drop`` lost
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -36,19 +37,66 @@ async def respond(send: Send, status: int, payload: Any = None, headers: Headers
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(receive: Receive) -> bytes:
+class BodyTooLarge(Exception):
+    """The request body is over the limit: answer 413 (with ``Connection: close``) without reading it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+class ClientGone(Exception):
+    """The client went away (or the read deadline closed the connection) before the body arrived."""
+
+
+class TooManyFields(ValueError):
+    """A form with more fields than any Twilio request has."""
+
+
+DIGITS = re.compile(rb"[0-9]{1,18}")
+MAX_FORM_FIELDS = 1000
+
+
+def declared_length(scope: Scope) -> int | None:
+    """``Content-Length`` when it is plain ASCII digits (anything else is left to the body count)."""
+    value = header(scope, b"content-length").strip()
+    return int(value) if DIGITS.fullmatch(value) else None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole body, at most ``limit`` bytes: a larger declared length is refused before a byte is read,
+    and a chunked body is cut off as soon as it passes the limit."""
+    declared = declared_length(scope)
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(limit)
     chunks = []
+    size = 0
     while True:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
 
 
 def parse_form(body: bytes) -> dict[str, list[str]]:
-    """A form-encoded body as ``{name: [values]}``; bytes that are not UTF-8 become U+FFFD, never an error."""
+    """A form-encoded body as ``{name: [values]}``; bytes that are not UTF-8 become U+FFFD, never an error.
+
+    Raises TooManyFields above MAX_FORM_FIELDS fields (parse_qsl counts them before it splits anything).
+    """
     form: dict[str, list[str]] = {}
-    for key, value in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError:
+        raise TooManyFields(f"a form has at most {MAX_FORM_FIELDS} fields") from None
+    for key, value in pairs:
         form.setdefault(key, []).append(value)
     return form
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from sandbox.store import AccountMessages, MessageRecord
 FILTER_KEYS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# At most 19 digits, so int() never meets its 4,300-digit limit; past the end of the store a page is empty.
+ASCII_INTEGER = re.compile(r"[0-9]{1,19}")
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,6 +64,18 @@ def parse_date(name: str, value: str) -> Bound:
     )
 
 
+def _integer(values: dict[str, str], name: str, default: int) -> int:
+    """A non-negative integer written in ASCII digits only: int() would also take " 7 ", "1_0" and "٧"."""
+    raw = values.get(name) or ""
+    if raw == "":
+        return default
+    if not ASCII_INTEGER.fullmatch(raw):
+        raise invalid_parameter(
+            f"{name} must be a non-negative integer of at most 19 ASCII digits, not {raw[:40]!r}"
+        )
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class ListQuery:
     filters: list[tuple[str, str]]
@@ -73,15 +88,11 @@ class ListQuery:
     def parse(cls, params: list[tuple[str, str]]) -> ListQuery:
         values = dict(params)
         filters = [(k, values[k]) for k in FILTER_KEYS if values.get(k)]
-        try:
-            page_size = int(values.get("PageSize") or DEFAULT_PAGE_SIZE)
-            page = int(values.get("Page") or 0)
-        except ValueError:
-            raise invalid_parameter("PageSize and Page must be integers") from None
+        page_size = _integer(values, "PageSize", DEFAULT_PAGE_SIZE)
+        page = _integer(values, "Page", 0)
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise invalid_parameter(f"PageSize must be between 1 and {MAX_PAGE_SIZE}")
-        if page < 0:
-            raise invalid_parameter("Page must be >= 0")
+
         dates = {k: parse_date(k, v) for k, v in filters if k.startswith("DateSent")}
         return cls(filters, page_size, page, values.get("PageToken") or None, dates)
 
@@ -169,6 +180,8 @@ def select_page(index: AccountMessages, query: ListQuery) -> tuple[list[MessageR
     if anchor is not None:
         # PA<sid>: the page after that message.
         matches = newest_first(anchor - 1)
+    elif query.page * size >= hi - lo:
+        return [], False  # past the end (and islice refuses a start above sys.maxsize)
     else:
         matches = islice(newest_first(hi - 1), query.page * size, None)
     page = list(islice(matches, size + 1))

@@ -10,7 +10,9 @@ REQUEST_KINDS = ("create", "fetch", "list", "update", "delete", "unauthorized", 
 FAULT_KINDS = ("429", "5xx", "lost_response", "concurrency_429")
 # Sender-queue outcomes (sandbox/senders.py): not injected faults, Twilio behaviour under --sender-mps.
 QUEUE_KINDS = ("expired_30001", "refused_21611")
-CALLBACK_KINDS = ("sent", "failed", "blocked")
+# sent/failed/blocked: callbacks (a retried callback counts once, as sent or failed); retried: extra attempts;
+# dropped, duplicated, reordered: the callback faults applied.
+CALLBACK_KINDS = ("sent", "failed", "blocked", "retried", "dropped", "duplicated", "reordered")
 
 
 class Stats:

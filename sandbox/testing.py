@@ -90,6 +90,10 @@ class Sandbox:
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "/_sandbox/stats")
 
+    def callbacks(self) -> dict[str, Any]:
+        """``{"pending": n, "deliveries": [...]}``: see README.md "Control API"."""
+        return self._call("GET", "/_sandbox/callbacks")
+
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/_sandbox/health")
 

@@ -96,6 +96,7 @@ class AirflowStack:
         pools: Mapping[str, int] | None = None,
         fast_parsing: bool = True,
         extra_env: Mapping[str, str] | None = None,
+        python: Path | str = sys.executable,
         log: Log = print,
     ) -> None:
         unknown = set(components) - set(COMPONENT_COMMANDS)
@@ -116,6 +117,8 @@ class AirflowStack:
         self.pools = dict(pools) if pools is not None else {"twilio_api": 50}
         self.fast_parsing = fast_parsing
         self.extra_env = dict(extra_env or {})
+        # The interpreter whose Airflow runs (tests/dist runs the api-server of a clean venv with the wheel).
+        self.python = str(python)
         self.log = log
         self.pid_dir = self.home / "pids"
         self.log_dir = self.home / "process-logs"
@@ -143,7 +146,7 @@ class AirflowStack:
             )
             and k not in ("AIRFLOW_HOME", "AIRFLOW_CONFIG")
         }
-        bin_dir = str(Path(sys.executable).parent)
+        bin_dir = str(Path(self.python).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
         env.setdefault("NO_PROXY", "127.0.0.1,localhost")
         env.setdefault("no_proxy", "127.0.0.1,localhost")
@@ -220,7 +223,7 @@ class AirflowStack:
     def airflow_cli(self, *args: str, timeout: float = 300.0) -> str:
         """Run an ``airflow`` CLI command with the stack's environment; raise StackError on failure."""
         proc = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
+            [self.python, "-m", "airflow", *args],
             env=self.env(),
             cwd=self.home,
             capture_output=True,
@@ -240,7 +243,7 @@ class AirflowStack:
         for name in self.components:
             self.procs[name] = start_process(
                 name,
-                [sys.executable, "-m", "airflow", *COMPONENT_COMMANDS[name]],
+                [self.python, "-m", "airflow", *COMPONENT_COMMANDS[name]],
                 env=env,
                 cwd=self.home,
                 log_file=self.log_dir / f"{name}.log",

@@ -3,8 +3,6 @@ backlog in Twilio's queue for its sender; unpaced, the same batch queues behind 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,17 +22,8 @@ MPS = 3.0
 N = 30
 
 
-def _sandbox_has_sender_queue() -> bool:
-    help_text = subprocess.run(
-        [sys.executable, "-m", "sandbox", "--help"], capture_output=True, text=True, cwd=REPO
-    ).stdout
-    return "--sender-mps" in help_text
-
-
 @pytest.fixture(scope="module")
 def queue_sandbox() -> Iterator[Any]:
-    if not _sandbox_has_sender_queue():
-        pytest.skip("needs the sandbox's per-sender queue (--sender-mps, /_sandbox/senders): merge issue 13")
     from sandbox.testing import run_sandbox
 
     with run_sandbox("--sender-mps", str(MPS), "--step-delay", "0") as sb:

@@ -22,6 +22,10 @@ def test_faults_are_off_by_default_and_put_returns_the_full_config(clean_sandbox
         "concurrency_limit": None,
         "retry_after": None,
         "seed": None,
+        "rate_callback_drop": 0.0,
+        "rate_callback_duplicate": 0.0,
+        "rate_callback_reorder": 0.0,
+        "callback_delay_ms": 0,
     }
     assert clean_sandbox.faults() == off
     assert clean_sandbox.set_faults(rate_429=0.25, retry_after=2) == {

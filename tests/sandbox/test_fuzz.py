@@ -1,12 +1,17 @@
-"""Fuzzing the Messages endpoints with requests drawn from the shipped OpenAPI schemas, over real HTTP.
+"""Fuzzing every route of the sandbox process, the Messages API and the ``/_sandbox/`` control API, over real
+HTTP on loopback.
 
-Whatever the input, the sandbox answers below 500 (no fault is injected here), with a JSON body of Twilio's
-error shape on 4xx, a message or a page that validates against the spec on 2xx, an ``Allow`` header on 405
-and no content headers on 204. Hypothesis builds the requests from the spec's request-body and parameter
-schemas (formats, patterns, enums, ranges), mixed with arbitrary text and the URL and date shapes that once
-crashed the sandbox; examples are bounded and derandomized so ``make test`` stays quick and reproducible.
-The URLs include ``https://example.com``: the callback allowlist (loopback only) keeps the sandbox from
-calling it.
+Whatever the input, the sandbox answers below 500 (no fault is injected by the API tests), with a JSON body of
+Twilio's error shape on 4xx, a message or a page that validates against the spec on 2xx, an ``Allow`` header
+on 405 and no content headers on 204. Hypothesis builds the requests from the spec's request-body and
+parameter schemas (formats, patterns, enums, ranges), mixed with arbitrary text and the URL and date shapes
+that once crashed the sandbox; the control API gets fault settings of every type, deep JSON and raw bytes,
+and a fault setting it accepts must not poison the calls after it. Examples are bounded and derandomized so
+``make test`` stays quick and reproducible.
+
+The URLs include ``https://example.com`` and host names that two URL parsers read differently: the callback
+allowlist (loopback only) keeps the sandbox from calling any of them, which
+``test_fuzzed_callback_urls_never_leave_loopback`` checks host by host.
 
 Why Hypothesis rather than schemathesis: schemathesis 4.32.5 installs here, but it adds seven packages
 (werkzeug, graphql-core, jsonschema-rs, ...) and a pytest plugin that loads in every session of the whole
@@ -16,6 +21,9 @@ suite; Hypothesis is already pinned, and the strategies below read the same Open
 from __future__ import annotations
 
 import functools
+import ipaddress
+import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, timedelta, timezone
 from typing import Any
@@ -205,3 +213,181 @@ def test_message_instance_never_fails_with_a_5xx(fuzz_api: Api) -> None:
             assert_message(body)
 
     instance()
+
+
+# ---- the control API ------------------------------------------------------------------------------------
+
+CONTROL_ROUTES = ["health", "messages", "faults", "stats", "config", "senders", "callbacks"]
+METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH"]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def fault_settings() -> st.SearchStrategy[Any]:
+    """``PUT /_sandbox/faults`` bodies: known keys with values of every type, unknown keys, non-objects."""
+    from sandbox.faults import FaultConfig
+
+    names = list(FaultConfig.__dataclass_fields__)
+    value = st.one_of(
+        st.integers(min_value=-(10**30), max_value=10**30),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([None, True, "500", "drop", 0, 1, 0.5, 60_000, 60_001, 600_000, 10**20, 10**30]),
+        JSON_VALUES,
+    )
+    known = st.dictionaries(st.sampled_from(names), value, max_size=4)
+    return st.one_of(known, st.dictionaries(st.text(max_size=12), value, max_size=3), JSON_VALUES)
+
+
+def raw_bodies() -> st.SearchStrategy[bytes]:
+    deep = st.integers(1, 30_000).map(lambda n: b"[" * n + b"]" * n)
+    return st.one_of(
+        fault_settings().map(lambda v: json.dumps(v).encode()),
+        st.binary(max_size=64),
+        deep,
+        st.sampled_from([b"", b"{", b"NaN", b'{"seed": ' + b"9" * 5000 + b"}", b"\xff\xfe{}"]),
+    )
+
+
+def check_control(response: httpx.Response) -> Any:
+    assert response.status_code < 500, (response.request.method, response.request.url, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    if response.status_code >= 400:
+        assert isinstance(body["error"], str) and body["error"], body
+    if response.status_code == 405:
+        assert response.headers["allow"], response.headers
+    return body
+
+
+def test_control_api_never_fails_with_a_5xx_nor_poisons_later_calls(fuzz_api: Api) -> None:
+    sb = fuzz_api.sb
+    control = httpx.Client(base_url=sb.base_url, timeout=10, trust_env=False)
+    fuzz_api.send(Body="something to list")
+
+    @FUZZ
+    @given(
+        st.sampled_from(METHODS),
+        st.one_of(st.sampled_from(CONTROL_ROUTES), TEXT.map(lambda t: quote(t, safe="/"))),
+        raw_bodies(),
+    )
+    def call(method: str, route: str, body: bytes) -> None:
+        response = control.request(method, f"/_sandbox/{route}", content=body)
+        check_control(response)
+        if response.status_code == 200 and method == "PUT":
+            # Accepted settings apply: an API call may be slow, refused or answered with an injected 5xx,
+            # but never crash (a crash is uvicorn's plain-text 500, never Twilio's JSON 20500 / 20503).
+            try:
+                answer = fuzz_api.client.get(f"{fuzz_api.base}.json", timeout=0.3)
+            except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError):
+                pass  # latency, or a dropped answer
+            else:
+                if answer.status_code >= 500:
+                    assert answer.json()["code"] in (20500, 20503), answer.text
+        # Faults are cleared before the next call, as a test would; nothing it set may linger as a 5xx.
+        assert control.delete("/_sandbox/faults").status_code == 200
+        assert control.get("/_sandbox/health").json() == {"status": "ok"}
+        check(fuzz_api.list(PageSize="5"))
+
+    try:
+        call()
+    finally:
+        control.close()
+    assert sb.faults()["latency_ms"] == 0
+
+
+def test_any_method_and_path_never_fails_with_a_5xx(fuzz_api: Api) -> None:
+    """Paths outside the two APIs, odd methods and odd account SIDs: 404 / 405 / 401, never a 5xx."""
+    account = st.one_of(st.just(fuzz_api.sb.account_sid), st.from_regex(r"\AAC[0-9a-f]{32}\Z"), TEXT)
+
+    @FUZZ
+    @given(
+        st.one_of(st.sampled_from([*METHODS, "HEAD", "OPTIONS", "TRACE"]), st.from_regex(r"\A[A-Z]{1,10}\Z")),
+        account,
+        st.one_of(st.sampled_from(["Messages.json", "Messages/.json", "Calls.json", ".json", ""]), TEXT),
+    )
+    def call(method: str, account_sid: str, tail: str) -> None:
+        path = f"/2010-04-01/Accounts/{quote(account_sid, safe='')}/{quote(tail, safe='/.')}"
+        response = fuzz_api.client.request(method, path)
+        assert response.status_code < 500, (method, path, response.text)
+        if response.status_code == 400 and "code" not in response.json():
+            # A method llhttp does not know never reaches a route: the server's own JSON answer.
+            assert response.json()["status"] == 400 and response.headers["connection"] == "close"
+        elif method != "HEAD" and response.content:
+            check(response)
+
+    call()
+
+
+# ---- callback URLs never leave loopback -----------------------------------------------------------------
+
+# Hosts that are loopback, hosts that are not, and URLs whose host two parsers (urllib, httpx) may read apart.
+CALLBACK_URLS = [
+    "https://example.com/status",
+    "http://example.com#@127.0.0.1/cb",
+    "http://127.0.0.1@example.com/cb",
+    "http://127.0.0.1:80@example.com/cb",
+    "http://example.com\\@127.0.0.1/cb",
+    "http://example.com%2f@127.0.0.1/cb",
+    "http://127.0.0.1.nip.io/cb",
+    "http://localhost.example.com/cb",
+    "http://0x7f000001/cb",
+    "http://2130706433/cb",
+    "http://127.1/cb",
+    "http://[::ffff:127.0.0.1]/cb",
+    "http://[::1]:9/cb",
+    "http://localhost:9/cb",
+    "http://127.0.0.1:9/cb#rc=5&ct=100",
+    "http://10.0.0.1/cb",
+    "http://169.254.169.254/latest/meta-data",
+]
+
+
+def callback_urls(sandbox_url: str) -> st.SearchStrategy[str]:
+    ip = st.ip_addresses().map(lambda a: f"[{a}]" if a.version == 6 else str(a))
+    name = st.from_regex(r"\A[a-z0-9]([a-z0-9.-]{0,20}[a-z0-9])?\Z")
+    userinfo = st.sampled_from(["", "user@", "127.0.0.1@", "localhost:1@"])
+    fragment = st.sampled_from(["", "#rc=0", "#rc=5&rp=all&ct=100&rt=100&tt=300", "#rt=100", "#junk"])
+    port = st.sampled_from(["", ":9", ":1"])
+    built = st.builds(
+        lambda scheme, user, host, port, frag: f"{scheme}://{user}{host}{port}/cb{frag}",
+        st.sampled_from(["http", "https"]),
+        userinfo,
+        st.one_of(ip, name, st.sampled_from(["localhost", "127.0.0.1", "[::1]"])),
+        port,
+        fragment,
+    )
+    return st.one_of(st.sampled_from([*CALLBACK_URLS, f"{sandbox_url}/cb"]), built)
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def test_fuzzed_callback_urls_never_leave_loopback(fuzz_api: Api) -> None:
+    sb = fuzz_api.sb
+
+    @FUZZ
+    @given(callback_urls(sb.base_url))
+    def create(url: str) -> None:
+        check(fuzz_api.create(To="+15551230000", Body="x", StatusCallback=url))
+
+    create()
+    deadline = time.monotonic() + 30
+    while (snapshot := httpx.get(f"{sb.base_url}/_sandbox/callbacks", trust_env=False).json())["pending"]:
+        assert time.monotonic() < deadline, snapshot["pending"]
+        time.sleep(0.1)
+    attempted = [d for d in snapshot["deliveries"] if d["attempts"] > 0]
+    assert attempted, "no callback was attempted at all: the test would prove nothing"
+    assert all(is_loopback(d["host"]) for d in attempted), {d["host"] for d in attempted}
+    assert sb.stats()["callbacks"]["blocked"] > 0  # the non-loopback ones were refused, not merely failed

@@ -20,7 +20,8 @@ Two layers; the lower never imports the upper (``lint-imports`` checks it, and `
 - ``contract``: the names the DAGs and the tab share (DAG, task and XCom names, outcomes, report columns);
 - ``workflow``: the send-and-track DAG's inputs, outcome and task callables;
 - ``batch``: the batch notification DAG's engine and tasks;
-- ``ui``: the Messages tab.
+- ``ui``: the Messages tab, and ``plugin``, the Airflow plugin that mounts it (the ``airflow.plugins``
+  entry point).
 
 Importing the building blocks (or this package) imports nothing of the application.
 """

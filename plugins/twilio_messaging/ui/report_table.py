@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
 from twilio_messaging import contract, settings
+from twilio_messaging.errors import error_code
 
 CACHE_ENV = settings.UI_CACHE_DIR_ENV
 COLUMNS = contract.REPORT_COLUMNS
@@ -122,15 +123,15 @@ class Page:
 
 def _normalise(record: Mapping[str, Any]) -> dict[str, Any]:
     row = {name: record.get(name) for name in COLUMNS}
-    for name in ("row", "error_code"):
-        value = row[name]
-        if value in (None, ""):
-            row[name] = None
-        else:
-            try:
-                row[name] = int(value)
-            except (TypeError, ValueError):
-                row[name] = None
+    value = row["row"]
+    if value in (None, ""):
+        row["row"] = None
+    else:
+        try:
+            row["row"] = int(value)
+        except (TypeError, ValueError):
+            row["row"] = None
+    row["error_code"] = error_code(row["error_code"])
     for name in COLUMNS:
         if row[name] == "":
             row[name] = None
@@ -196,7 +197,7 @@ def iter_tuples(path: ReadablePath, fmt: str) -> Iterator[tuple[Any, ...]]:
         for values in reader:
             out: list[Any] = [(values[i] or None) if i is not None and i < len(values) else None for i in at]
             out[0] = _number(values[row_at]) if row_at is not None else None
-            out[5] = _number(values[code_at]) if code_at is not None and code_at < len(values) else None
+            out[5] = error_code(values[code_at]) if code_at is not None and code_at < len(values) else None
             yield tuple(out)
 
 

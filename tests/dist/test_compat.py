@@ -53,7 +53,6 @@ BUILDING_BLOCKS = (
     "twilio_messaging.sensors.twilio",
     "twilio_messaging.notifications.twilio",
 )
-LAYERED = (REPO / "plugins" / "twilio_messaging" / "contract.py").exists()
 
 
 @dataclass
@@ -274,12 +273,6 @@ def test_the_api_server_mounts_the_plugin_once_and_renders_the_messages_tab(inst
     assert "No messages in this run" in other
 
 
-@pytest.mark.xfail(
-    not LAYERED,
-    strict=True,
-    reason="needs the layered core (issue 19 items 1-3): the building blocks still "
-    "import the workflow module",
-)
 def test_the_building_blocks_import_no_application_module(installed: Installed) -> None:
     loaded = [m for m in installed.imported if m.startswith(APPLICATION_LAYER)]
     assert any(m.startswith("twilio_messaging.hooks") for m in installed.imported)  # the probe really ran

@@ -10,14 +10,17 @@ PIP_FLAGS := --disable-pip-version-check -q
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt requirements-celery.txt constraints.txt plugins/pyproject.toml | cksum | cut -d' ' -f1)
 
 SANDBOX_PORT ?= 8099
+# Where `make dist` writes the wheel and sdist (tests/dist builds into a temporary folder through it).
+DIST ?= dist
 PYTEST_ARGS ?=
 SANDBOX_ARGS ?=
 
-.PHONY: help venv test lint format sandbox demo up down bench soak screenshots lock clean
+.PHONY: help venv dist test lint format sandbox demo up down bench soak screenshots lock clean
 
 help:
 	@echo "make demo     run the workflow end to end (sandbox + Airflow), print the outcome"
 	@echo "make test     run every test (what CI runs)"
+	@echo "make dist     build the provider's wheel and sdist into $(DIST)/"
 	@echo "make up/down  start/stop the local stack to explore the UI"
 	@echo "make sandbox  run the Twilio sandbox on 127.0.0.1:$(SANDBOX_PORT)"
 	@echo "make bench    run the benchmarks under bench/"
@@ -27,17 +30,29 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-celery.txt constrai
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing pinned requirements into $(VENV) ..."
 	$(BIN)/pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt -r requirements-celery.txt -c constraints.txt
-	@# Our package as an Airflow provider (the Twilio connection type); editable, so plugins/ stays the code.
+	@# Our package as an Airflow provider (connection type, Messages plugin); editable, so plugins/ stays the code.
 	$(BIN)/pip install $(PIP_FLAGS) --no-deps -e plugins
+	@# The install leaves plugins/*.egg-info behind; plugins/ is Airflow's plugins folder (on sys.path), where that
+	@# metadata could make Airflow see the package's entry points twice. The venv has its own .dist-info.
+	rm -rf plugins/*.egg-info
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 venv: $(STAMP)
 
+# The provider package as users install it: wheel + sdist of plugins/ (an isolated PEP 517 build; the wheel is
+# built from the sdist, so a file missing from the sdist is missing from the wheel too).
+dist: $(STAMP)
+	rm -rf $(DIST) plugins/build plugins/*.egg-info
+	$(BIN)/python -m build --outdir $(DIST) plugins
+	rm -rf plugins/build plugins/*.egg-info
+	@ls -1 $(DIST)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -73,4 +88,4 @@ lock:
 	{ head -3 constraints.txt; /tmp/twilio-lock-venv/bin/pip freeze; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) .airflow-home .demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) .airflow-home .demo .pytest_cache .ruff_cache dist plugins/build plugins/*.egg-info

@@ -81,9 +81,10 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def render(page: Any, summary: dict[str, Any], fmt: str) -> str:
     from twilio_messaging.ui import app as ui_app
-    from twilio_messaging.ui import batch_view, report_table
+    from twilio_messaging.ui import batch_view, report_table, store
 
     view = batch_view.batch_view("bench", "run", "success", summary)
+    run = store.RunRecord("bench", "run", "success", {}, "", "")
     return ui_app.templates.get_template("batch.html").render(
         view=view,
         summary=summary,
@@ -93,6 +94,7 @@ def render(page: Any, summary: dict[str, Any], fmt: str) -> str:
         sortable=report_table.SORTABLE,
         page_sizes=report_table.PAGE_SIZES,
         report_format=fmt,
+        **ui_app.run_page_context(run),
     )
 
 

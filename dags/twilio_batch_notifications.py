@@ -86,7 +86,8 @@ with DAG(
             type=["null", "string"],
             title="Recipients file",
             description=(
-                "CSV with a 'to' column or JSON list of objects, relative to the project root; "
+                "CSV with a 'to' column, JSON Lines (.jsonl, one object per line) or a JSON list of "
+                "objects, relative to the project root; "
                 "it must lie in include/ (or a folder in $TWILIO_BATCH_DATA_DIRS)."
             ),
         ),

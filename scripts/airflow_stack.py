@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -43,6 +44,27 @@ HEALTH_KEYS: dict[str, str] = {
     "triggerer": "triggerer",
 }
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+# Four components write to one SQLite file, and SQLite has one write lock. The api-server's audit log
+# (every UI action writes a row to `log`) commits from an async dependency, on the event loop; when another
+# request of the same api-server had written but not yet committed (its commit runs after the endpoint, and
+# needs that loop), the loop waited for a lock that could only be released by the loop: "database is
+# locked" and a 500 after sqlite3's 5 s busy timeout ("unpause on trigger" failed 1 time in 4). So the
+# api-server runs its SQLite statements in autocommit (each write releases the lock at once; nothing on
+# the loop can wait for a transaction in the same process), the file is in WAL mode (readers never block
+# a writer nor it them), and a writer waits up to SQLITE_BUSY_TIMEOUT_S for the scheduler's transactions.
+SQLITE_BUSY_TIMEOUT_S = 30
+API_SERVER_SQLITE_ENGINE_ARGS = {"isolation_level": "AUTOCOMMIT"}
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of a stack's SQLite DB, with its lock wait (pysqlite and aiosqlite read it)."""
+    return f"sqlite:///{path}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+
+
+def use_wal(path: Path) -> str:
+    """Switch the SQLite DB at ``path`` to WAL (kept in the file, for every later connection)."""
+    with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as db:
+        return str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
 
 
 class StackError(RuntimeError):
@@ -96,6 +118,7 @@ class AirflowStack:
         pools: Mapping[str, int] | None = None,
         fast_parsing: bool = True,
         extra_env: Mapping[str, str] | None = None,
+        python: Path | str = sys.executable,
         log: Log = print,
     ) -> None:
         unknown = set(components) - set(COMPONENT_COMMANDS)
@@ -105,7 +128,7 @@ class AirflowStack:
         self.host = host
         self.api_port = api_port or free_port(host)
         self.executor = executor
-        self.sql_alchemy_conn = sql_alchemy_conn or f"sqlite:///{self.home / 'airflow.db'}"
+        self.sql_alchemy_conn = sql_alchemy_conn or sqlite_url(self.home / "airflow.db")
         self.components = tuple(components)
         self.dags_folder = Path(dags_folder).resolve()
         self.plugins_folder = Path(plugins_folder).resolve()
@@ -116,6 +139,8 @@ class AirflowStack:
         self.pools = dict(pools) if pools is not None else {"twilio_api": 50}
         self.fast_parsing = fast_parsing
         self.extra_env = dict(extra_env or {})
+        # The interpreter whose Airflow runs (tests/dist runs the api-server of a clean venv with the wheel).
+        self.python = str(python)
         self.log = log
         self.pid_dir = self.home / "pids"
         self.log_dir = self.home / "process-logs"
@@ -143,7 +168,7 @@ class AirflowStack:
             )
             and k not in ("AIRFLOW_HOME", "AIRFLOW_CONFIG")
         }
-        bin_dir = str(Path(sys.executable).parent)
+        bin_dir = str(Path(self.python).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
         env.setdefault("NO_PROXY", "127.0.0.1,localhost")
         env.setdefault("no_proxy", "127.0.0.1,localhost")
@@ -216,11 +241,38 @@ class AirflowStack:
         started = time.monotonic()
         self.airflow_cli("db", "migrate")
         self.log(f"airflow db migrate: {time.monotonic() - started:.1f}s")
+        if self.sqlite_file is not None:
+            use_wal(self.sqlite_file)
+
+    def component_env(self, name: str) -> dict[str, str]:
+        """What one component adds to ``env()``: on SQLite, the api-server's autocommit (see above)."""
+        key = "AIRFLOW__DATABASE__SQL_ALCHEMY_ENGINE_ARGS"
+        if name == "api-server" and self.sqlite_file is not None and key not in self.extra_env:
+            return {key: json.dumps(API_SERVER_SQLITE_ENGINE_ARGS)}
+        return {}
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, when the stack runs on one (not on PostgreSQL)."""
+        url = self.sql_alchemy_conn
+        if not url.startswith("sqlite:///"):
+            return None
+        return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+
+    def ensure_pool(self, name: str, slots: int, description: str) -> None:
+        """Create the pool or set its slots; a GET first, so Airflow logs no 409 traceback on a restart."""
+        client = self.client()
+        body = {"name": name, "slots": slots, "description": description, "include_deferred": False}
+        found = client.request("GET", f"/api/v2/pools/{name}", ok=(200, 404))
+        if found.status_code == 404:
+            client.request("POST", "/api/v2/pools", json=body, ok=(200, 201))
+        elif found.json().get("slots") != slots or found.json().get("description") != description:
+            client.request("PATCH", f"/api/v2/pools/{name}", json=body)
 
     def airflow_cli(self, *args: str, timeout: float = 300.0) -> str:
         """Run an ``airflow`` CLI command with the stack's environment; raise StackError on failure."""
         proc = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
+            [self.python, "-m", "airflow", *args],
             env=self.env(),
             cwd=self.home,
             capture_output=True,
@@ -240,8 +292,8 @@ class AirflowStack:
         for name in self.components:
             self.procs[name] = start_process(
                 name,
-                [sys.executable, "-m", "airflow", *COMPONENT_COMMANDS[name]],
-                env=env,
+                [self.python, "-m", "airflow", *COMPONENT_COMMANDS[name]],
+                env={**env, **self.component_env(name)},
                 cwd=self.home,
                 log_file=self.log_dir / f"{name}.log",
                 pid_file=self.pid_dir / f"{name}.pid",
@@ -249,9 +301,8 @@ class AirflowStack:
         self.log(f"started {', '.join(f'{n} (pid {p.pid})' for n, p in self.procs.items())}")
         try:
             self.wait_healthy(timeout=timeout)
-            client = self.client()
             for pool, slots in self.pools.items():
-                client.set_pool(pool, slots, "Twilio API calls (see README)")
+                self.ensure_pool(pool, slots, "Twilio API calls (see README)")
             if wait_for_dags:
                 self.wait_for_dags(wait_for_dags, timeout=timeout)
         except BaseException:

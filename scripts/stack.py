@@ -10,6 +10,8 @@ Exit codes of `demo`: 0 delivered, 1 not delivered, 2 the demo itself failed, 3 
 Environment:
     AIRFLOW_PORT (28080), SANDBOX_PORT (8099)       ports on 127.0.0.1
     AIRFLOW_ADMIN_PASSWORD (admin)                  password of the `admin` UI user
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN             the metadata DB (default: SQLite in WAL mode in .demo/;
+                                                    e.g. postgresql+psycopg2://postgres@127.0.0.1/airflow)
     KEEP=1                                          same as `demo --keep`
     DEMO_STEP_DELAY (1.5)                           sandbox seconds per delivery status step
     DEMO_TO (+15551234567)                          sandbox recipient; ending in 3003 -> undelivered (exit 1),
@@ -70,6 +72,8 @@ class Settings:
         self.poke_interval = env.get("TWILIO_POKE_INTERVAL") or ("10" if self.real else "3")
         self.max_wait = env.get("TWILIO_MAX_WAIT") or ("30" if self.real else "6")
         self.status_timeout = env.get("TWILIO_STATUS_TIMEOUT") or ("600" if self.real else "240")
+        # Airflow's own setting, honoured: PostgreSQL for a stack that several people click at once.
+        self.database = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or None
 
     def twilio_conn(self) -> dict[str, Any]:
         """The twilio_default connection: real Twilio over https, or the sandbox with its own credentials."""
@@ -163,6 +167,7 @@ def build_stack(settings: Settings, home: Path) -> AirflowStack:
         api_port=settings.airflow_port,
         twilio_conn=settings.twilio_conn(),
         admin_password=settings.admin_password,
+        sql_alchemy_conn=settings.database,
         extra_env={
             "TWILIO_POKE_INTERVAL": settings.poke_interval,
             "TWILIO_MAX_WAIT": settings.max_wait,
@@ -358,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the stack")
     args = parser.parse_args(argv)
     home = DEMO_HOME
+    started = time.monotonic()
     try:
         if args.command == "down":
             return run_down(home)
@@ -368,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_up(settings, home)
     except (StackError, APIError) as exc:
         say(f"\nERROR: {exc}")
+        if args.command == "demo":  # the demo's last line is its exit code, whatever went wrong
+            total = time.monotonic() - started
+            say(f"\nExit code {EXIT_DEMO_ERROR} ({EXIT_MEANINGS[EXIT_DEMO_ERROR]}), total {total:.0f}s")
         return EXIT_DEMO_ERROR
     except KeyboardInterrupt:
         say("\nInterrupted; stopping ...")

@@ -20,11 +20,17 @@ Two layers; the lower never imports the upper (``lint-imports`` checks it, and `
 - ``contract``: the names the DAGs and the tab share (DAG, task and XCom names, outcomes, report columns);
 - ``workflow``: the send-and-track DAG's inputs, outcome and task callables;
 - ``batch``: the batch notification DAG's engine and tasks;
-- ``ui``: the Messages tab.
+- ``ui``: the Messages tab, and ``plugin``, the Airflow plugin that mounts it (the ``airflow.plugins``
+  entry point).
 
 Importing the building blocks (or this package) imports nothing of the application.
 """
 
+# The package's version, in its one home (plugins/pyproject.toml and the provider info read it from here).
+__version__ = "0.1.0"
+
+# First, so that an Airflow too old for the imports below fails with the reason, not an ImportError.
+from twilio_messaging import version_compat  # noqa: F401
 from twilio_messaging.client import DEFAULT_TIMEOUT, AsyncTwilioClient, TwilioClient
 from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.errors import (

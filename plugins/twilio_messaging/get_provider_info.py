@@ -58,4 +58,8 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "sensors": [{"integration-name": "Twilio", "python-modules": ["twilio_messaging.sensors.twilio"]}],
         "notifications": ["twilio_messaging.notifications.twilio.TwilioNotifier"],
+        # No "plugins" here: the Messages plugin is registered by the `airflow.plugins` entry point, the one
+        # way Airflow loads it by default ([core] lazy_discover_providers = True never loads provider-info
+        # plugins). Listed here too, it would load twice when that option is False, and Airflow would report
+        # the second as a plugin import error ("already registered"); tests/dist checks that it is not.
     }

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -316,10 +317,21 @@ def test_airflow_services_share_the_common_block(compose, services) -> None:
         assert common["environment"].items() <= service["environment"].items(), name
 
 
-def test_dockerfile_extends_the_official_image_with_our_pins() -> None:
+def dockerfile_stages() -> list[list[str]]:
+    """The Dockerfile's instructions (continuations joined, comments dropped), one list per build stage."""
     text = DOCKERFILE.read_text()
     instructions = [line.strip() for line in re.sub(r"\\\n", " ", text).splitlines()]
-    instructions = [line for line in instructions if line and not line.startswith("#")]
+    stages: list[list[str]] = []
+    for line in instructions:
+        if line and not line.startswith("#"):
+            if line.startswith("FROM "):
+                stages.append([])
+            stages[-1].append(line)
+    return stages
+
+
+def test_dockerfile_extends_the_official_image_with_our_pins() -> None:
+    *_, instructions = dockerfile_stages()
     assert instructions[0] == f"FROM apache/airflow:{AIRFLOW_VERSION}"
     pinned = (REPO / "requirements.txt").read_text()
     assert f"apache-airflow=={AIRFLOW_VERSION}" in pinned, "the image and requirements.txt disagree"
@@ -336,6 +348,30 @@ def test_dockerfile_extends_the_official_image_with_our_pins() -> None:
     compose = yaml.safe_load(COMPOSE_FILE.read_text())
     for name, service in compose["services"].items():
         assert "_PIP_ADDITIONAL_REQUIREMENTS" not in service.get("environment", {}), name
+
+
+def test_the_image_installs_the_built_wheel_not_the_checkout() -> None:
+    """Stage 1 builds the wheel from plugins/ as `make dist` does; the image pip-installs that wheel."""
+    builder, image = dockerfile_stages()
+    assert builder[0] == f"FROM apache/airflow:{AIRFLOW_VERSION} AS provider-wheel"
+    [copy_source] = [line for line in builder if line.startswith("COPY")]
+    source, target = shlex.split(copy_source)[-2:]
+    assert source == "plugins/" and (REPO / "plugins" / "pyproject.toml").is_file()
+    [build] = [line for line in builder if line.startswith("RUN")]
+    dev_requirements = (REPO / "requirements-dev.txt").read_text().split()
+    pinned_build = next(r for r in dev_requirements if r.startswith("build=="))
+    assert f'"{pinned_build}"' in build, "the image builds with another `build` than make dist"
+    assert f"python -m build --outdir /tmp/dist {target.rstrip('/')}" in build
+
+    [copy_wheel] = [line for line in image if line.startswith("COPY --from=provider-wheel")]
+    wheel_dir = shlex.split(copy_wheel)[-1]
+    [install] = [line for line in image if line.startswith("RUN") and "pip install" in line]
+    argv = shlex.split(install)
+    project = tomllib.loads((REPO / "plugins" / "pyproject.toml").read_text())["project"]["name"]
+    wheel = f"{wheel_dir.rstrip('/')}/{project.replace('-', '_')}-*.whl"
+    assert wheel in argv, argv
+    assert "-e" not in argv and "--editable" not in argv
+    assert not any("plugins" in line for line in image if line.startswith("COPY")), "no checkout in the image"
 
 
 def test_dockerignore_keeps_secrets_out_of_the_build_context() -> None:

@@ -16,6 +16,8 @@ HOSTILE_BODY = "<script>alert(1)</script> {{ 7*7 }}"
 DELIVERED_TO = "+15551110001"
 UNDELIVERED_TO = "+15551113003"  # sandbox: undelivered, error 30003
 INVALID_TO = "+15005550001"  # Twilio's magic number: create fails with 21211
+UNCONFIRMED_TO = "+15551117777"  # sandbox: stays `sent` forever, unconfirmed at the status timeout
+OUTSIDE_PATH = "../../../../etc/passwd"  # prepare refuses it: not inside the batch data folders
 BATCH_SIZE = 1000
 
 
@@ -26,6 +28,13 @@ class MessageRuns:
     invalid: str
     batch: str
     batch_summary: dict[str, Any]
+    prepare_failed: str  # a batch whose prepare refused its recipients_path
+    unconfirmed: str  # still running when trigger_all returns: wait_unconfirmed() waits for it
+
+
+def wait_unconfirmed(e2e: E2E, runs: MessageRuns) -> None:
+    """The unconfirmed run ends at the stack's status timeout (STATUS_TIMEOUT after its send)."""
+    e2e.wait(runs.unconfirmed, timeout=400)
 
 
 def batch_recipients(path: Path, n: int = BATCH_SIZE) -> Path:
@@ -52,6 +61,11 @@ def trigger_all(e2e: E2E) -> MessageRuns:
             ("invalid", INVALID_TO, "never sent"),
         )
     }
+    unconfirmed = e2e.trigger(
+        {"to": UNCONFIRMED_TO, "from": SENDER, "body": "no receipt"}, prefix="messages_unconfirmed"
+    )
+    prepare_failed = e2e.run_id("messages_prepare_failed")
+    e2e.client.trigger(BATCH_DAG, {"recipients_path": OUTSIDE_PATH, "from": SENDER}, run_id=prepare_failed)
     recipients = batch_recipients(e2e.data_dir / f"recipients_{int(time.time())}.csv")
     batch = e2e.run_id("messages_batch")
     e2e.client.trigger(
@@ -62,4 +76,8 @@ def trigger_all(e2e: E2E) -> MessageRuns:
     result = e2e.client.wait_for_run(BATCH_DAG, batch, timeout=300, interval=1.0)
     assert result.state == "success", {t: ti["state"] for t, ti in result.tasks.items()}
     summary = e2e.client.xcom(BATCH_DAG, batch, "summary")
-    return MessageRuns(**runs, batch=batch, batch_summary=summary)
+    failed = e2e.client.wait_for_run(BATCH_DAG, prepare_failed, timeout=300, interval=1.0)
+    assert failed.state == "failed", {t: ti["state"] for t, ti in failed.tasks.items()}
+    return MessageRuns(
+        **runs, batch=batch, batch_summary=summary, prepare_failed=prepare_failed, unconfirmed=unconfirmed
+    )

@@ -16,6 +16,8 @@ from tests.e2e.messages_runs import (
     DELIVERED_TO,
     HOSTILE_BODY,
     INVALID_TO,
+    OUTSIDE_PATH,
+    SENDER,
     UNDELIVERED_TO,
     MessageRuns,
 )
@@ -125,7 +127,7 @@ def test_workflow_facts(e2e: E2E, message_runs: MessageRuns, http: httpx.Client)
 def test_page_escapes_the_body_and_shows_no_secret(e2e: E2E, message_runs: MessageRuns, http: httpx.Client):
     html = http.get(tab(e2e, DAG_ID, message_runs.delivered), headers=authed(e2e)).text
     assert "&lt;script&gt;alert(1)&lt;/script&gt; {{ 7*7 }}" in html
-    assert HOSTILE_BODY not in html and "<script>" not in html
+    assert HOSTILE_BODY not in html and "<script>alert" not in html and html.count("<script") == 1
     conn = json.loads(e2e.sandbox.conn_json())
     for page in [html] + [
         http.get(url, headers=authed(e2e)).text for url in endpoints(e2e, message_runs) if "report" not in url
@@ -137,7 +139,7 @@ def test_page_escapes_the_body_and_shows_no_secret(e2e: E2E, message_runs: Messa
 def test_batch_facts_rows_and_download(e2e: E2E, message_runs: MessageRuns, http: httpx.Client):
     summary = message_runs.batch_summary
     facts = http.get(tab(e2e, BATCH_DAG, message_runs.batch, "facts"), headers=authed(e2e)).json()
-    assert dict(map(tuple, facts["counts"])) == summary["by_status"]
+    assert dict(map(tuple, facts["counts"])) == summary["by_outcome"]
     assert sum(n for _, n in facts["counts"]) == summary["rows"] == 1000
     assert {g["code"]: g["count"] for g in facts["groups"]} == summary["error_codes"]
 
@@ -162,3 +164,118 @@ def test_batch_facts_rows_and_download(e2e: E2E, message_runs: MessageRuns, http
         assert "attachment" in resp.headers["content-disposition"]
         lines = [line for line in resp.iter_lines() if line]
     assert len(lines) == 1 + 1000 and lines[0].startswith("row,to,outcome,status,sid")
+
+
+def test_a_prepare_failure_shows_the_tasks_own_error(e2e: E2E, message_runs: MessageRuns, http: httpx.Client):
+    facts = http.get(tab(e2e, BATCH_DAG, message_runs.prepare_failed, "facts"), headers=authed(e2e)).json()
+    assert facts["kind"] == "batch" and facts["has_summary"] is False and facts["banner_kind"] == "failed"
+    assert facts["headline"] == "The run ended failed: task prepare failed"
+    failure = facts["failure"]
+    assert failure["task_id"] == "prepare" and failure["try_number"] >= 1
+    # The sentence prepare raised, as the task log records it (not a generic "see the logs").
+    assert "recipients_path" in failure["message"] and "must be a file inside" in failure["message"]
+    assert failure["log_href"].startswith(
+        f"dags/{BATCH_DAG}/runs/{quote(message_runs.prepare_failed, safe='')}/tasks/prepare"
+    )
+
+
+def test_a_summary_xcom_cannot_make_the_tab_read_a_file_outside_the_run(e2e: E2E, http: httpx.Client):
+    """The issue's reproduction: an XCom written through the REST API names a file next to the storage."""
+    from twilio_messaging.storage import safe_name
+
+    run_id = e2e.run_id("escape")
+    e2e.client.trigger(BATCH_DAG, {"recipients_path": OUTSIDE_PATH, "from": SENDER}, run_id=run_id)
+    assert e2e.client.wait_for_run(BATCH_DAG, run_id, timeout=300, interval=1.0).state == "failed"
+    marker = "MARKER-" + run_id
+    (e2e.stack.home / "marker-outside.csv").write_text(f"row,to,outcome\n1,{marker},x\n")
+    folder = e2e.stack.home / "twilio_messaging" / BATCH_DAG / safe_name(run_id)
+    assert folder.parent.is_dir(), "the e2e stack keeps run data under $AIRFLOW_HOME/twilio_messaging"
+    xcoms = f"/api/v2/dags/{BATCH_DAG}/dagRuns/{quote(run_id, safe='')}/taskInstances/summary/xcomEntries"
+    paths = (
+        f"file://{folder}/../../../marker-outside.csv",
+        f"file://{folder}/%2e%2e/%2e%2e/%2e%2e/marker-outside.csv",
+        str(e2e.stack.home / "marker-outside.csv"),
+    )
+    for i, path in enumerate(paths):
+        value = {"report_path": path, "rows": 1}
+        if i == 0:
+            body = {"key": "return_value", "value": value, "map_index": -1}
+            e2e.client.request("POST", xcoms, json=body, ok=(200, 201))
+        else:
+            e2e.client.request("PATCH", f"{xcoms}/return_value", json={"value": value, "map_index": -1})
+        assert e2e.client.xcom(BATCH_DAG, run_id, "summary")["report_path"] == path
+        for leaf in ("report", "rows"):
+            response = http.get(tab(e2e, BATCH_DAG, run_id, leaf), headers=authed(e2e))
+            assert response.status_code == 404, (path, leaf, response.status_code)
+            assert marker not in response.text
+        assert marker not in http.get(tab(e2e, BATCH_DAG, run_id), headers=authed(e2e)).text
+    assert "refused to read" in (e2e.stack.log_dir / "api-server.log").read_text()
+
+
+HUGE = "99999999999999999999"
+
+
+def test_numeric_query_parameters_never_give_a_500(e2e: E2E, message_runs: MessageRuns, http: httpx.Client):
+    for params in (
+        {"page": HUGE},
+        {"page": HUGE, "sort": "status"},
+        {"page": "-1", "size": HUGE},
+        {"error_code": HUGE, "page": HUGE},
+        {"page": "1e9", "size": "abc"},
+    ):
+        rows = http.get(tab(e2e, BATCH_DAG, message_runs.batch, "rows"), params=params, headers=authed(e2e))
+        assert rows.status_code in (200, 400), (params, rows.status_code, rows.text[:300])
+        if rows.status_code == 200 and rows.json()["pages"]:
+            assert rows.json()["page"] <= rows.json()["pages"], params
+        page = http.get(tab(e2e, BATCH_DAG, message_runs.batch), params=params, headers=authed(e2e))
+        assert page.status_code in (200, 400), (params, page.status_code)
+    last = http.get(
+        tab(e2e, BATCH_DAG, message_runs.batch, "rows"), params={"page": HUGE}, headers=authed(e2e)
+    ).json()
+    assert last["page"] == last["pages"] == 20 and len(last["rows"]) == 50
+
+
+def test_concurrent_unpause_and_trigger_never_answer_500(e2e: E2E, message_runs: MessageRuns):
+    """The trigger dialog's "unpause" and its trigger, and other clicks, at once, several times, on SQLite."""
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = e2e.stack.sqlite_file
+    assert db is not None, "the e2e stack runs on SQLite"
+    with sqlite3.connect(db, timeout=60) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    token = e2e.client.token()
+    headers = {"Authorization": f"Bearer {token}"}
+    api = f"{e2e.base_url}/api/v2/dags"
+
+    def click(action: tuple[str, str, dict[str, Any] | None]) -> tuple[str, int, str]:
+        method, url, body = action
+        with httpx.Client(trust_env=False, timeout=120) as client:
+            response = client.request(method, url, json=body, headers=headers)
+        return f"{method} {url}", response.status_code, response.text[:300]
+
+    statuses = []
+    for round_ in range(4):
+        e2e.client.request("PATCH", f"/api/v2/dags/{BATCH_DAG}", json={"is_paused": True})
+        actions: list[tuple[str, str, dict[str, Any] | None]] = []
+        for dag in (BATCH_DAG, DAG_ID):
+            actions.append(("PATCH", f"{api}/{dag}", {"is_paused": False}))
+        for i in range(3):
+            conf = {"recipients_path": OUTSIDE_PATH, "from": SENDER}
+            body = {"logical_date": None, "conf": conf, "dag_run_id": e2e.run_id(f"busy{round_}_{i}")}
+            actions.append(("POST", f"{api}/{BATCH_DAG}/dagRuns", body))
+        actions.append(("GET", f"{e2e.base_url}/twilio-messages/", None))
+        with ThreadPoolExecutor(len(actions)) as pool:
+            statuses += list(pool.map(click, actions))
+    failures = [s for s in statuses if s[1] >= 500]
+    assert not failures, failures
+    assert all(s[1] in (200, 201) for s in statuses), [s for s in statuses if s[1] not in (200, 201)]
+
+
+def test_starting_the_stack_logs_no_pool_traceback(e2e: E2E):
+    """A restart finds the pool: it is looked up first, so no 409 (and its 90-line traceback) in the log."""
+    for slots in (50, 50, 40, 50):  # what each start of `make up` on the same home does
+        e2e.stack.ensure_pool("twilio_api", slots, "Twilio API calls (see README)")
+        assert e2e.client.request("GET", "/api/v2/pools/twilio_api").json()["slots"] == slots
+    log = (e2e.stack.log_dir / "api-server.log").read_text(errors="replace")
+    assert "slot_pool" not in log and "IntegrityError" not in log, log[-3000:]

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.e2e.conftest import DAG_ID, E2E
-from tests.e2e.messages_runs import BATCH_DAG, HOSTILE_BODY, MessageRuns
+from tests.e2e.messages_runs import BATCH_DAG, HOSTILE_BODY, MessageRuns, wait_unconfirmed
 from tests.e2e.test_ui_browser import REPO, chromium_page, log_in
 
 pytestmark = pytest.mark.browser
@@ -29,6 +29,10 @@ DOCS_SHOTS = {
     "messages-not-sent.png": "screenshot-messages-not-sent.png",
     "messages-batch.png": "screenshot-messages-batch.png",
     "failed-task-log.png": "screenshot-failed-task-log.png",
+    "messages-prepare-failed.png": "screenshot-messages-prepare-failed.png",
+    "messages-unconfirmed.png": "screenshot-messages-unconfirmed.png",
+    "messages-batch-dark.png": "screenshot-messages-batch-dark.png",
+    "messages-recent.png": "screenshot-messages-recent.png",
 }
 
 
@@ -113,7 +117,43 @@ def test_nothing_sent_run(e2e: E2E, message_runs: MessageRuns, ui: Any, shots: P
     expect(banner).to_contain_text("The 'To' number +15•••••0001 is not a valid phone number.")
     expect(frame.get_by_test_id("message")).to_contain_text("none (nothing was created)")
     expect(frame.get_by_test_id("path")).to_contain_text("sendMessage failed")
+    expect(frame.get_by_test_id("run-head")).to_contain_text(message_runs.invalid)
     ui.screenshot(path=str(shots / "messages-not-sent.png"))
+
+
+def test_prepare_failure_shows_the_tasks_error_in_red(
+    e2e: E2E, message_runs: MessageRuns, ui: Any, shots: Path
+):
+    from playwright.sync_api import expect
+
+    frame = open_tab(ui, e2e, BATCH_DAG, message_runs.prepare_failed)
+    banner = frame.get_by_test_id("banner")
+    expect(banner).to_have_class(re.compile(r"\bfailed\b"))
+    expect(banner).to_contain_text("The run ended failed: task prepare failed")
+    expect(frame.get_by_test_id("task-error")).to_contain_text("recipients_path")
+    expect(frame.get_by_test_id("task-error")).to_contain_text("must be a file inside")
+    color = banner.evaluate("el => getComputedStyle(el).borderLeftColor")
+    assert color.startswith(("rgb(2", "oklch(0.577")), color  # Airflow's red, not the warning orange
+    ui.screenshot(path=str(shots / "messages-prepare-failed.png"))
+    frame.get_by_test_id("task-log-link").click()  # Airflow's own log page of the task, in the same window
+    expect(ui).to_have_url(re.compile(r"/dags/twilio_batch_notifications/runs/[^/]+/tasks/prepare"))
+    expect(ui.get_by_text(re.compile("must be a file inside")).first).to_be_visible()
+
+
+def test_unconfirmed_message_says_it_may_still_arrive(
+    e2e: E2E, message_runs: MessageRuns, ui: Any, shots: Path
+):
+    from playwright.sync_api import expect
+
+    wait_unconfirmed(e2e, message_runs)
+    frame = open_tab(ui, e2e, DAG_ID, message_runs.unconfirmed)
+    banner = frame.get_by_test_id("banner")
+    expect(banner).to_contain_text(
+        "unconfirmed: no final status before the status timeout (last status sent)"
+    )
+    expect(banner).to_contain_text("the message may still arrive")
+    expect(banner).not_to_contain_text("Not delivered")
+    ui.screenshot(path=str(shots / "messages-unconfirmed.png"))
 
 
 @pytest.mark.parametrize(
@@ -154,7 +194,7 @@ def test_batch_run(e2e: E2E, message_runs: MessageRuns, ui: Any, shots: Path):
     expect(frame.get_by_test_id("banner")).to_contain_text(
         f"1,000 rows: {summary['delivered']:,} delivered, {summary['failed']:,} failed"
     )
-    assert bars(frame) == summary["by_status"] and sum(summary["by_status"].values()) == 1000
+    assert bars(frame) == summary["by_outcome"] and sum(summary["by_outcome"].values()) == 1000
     for code, count in summary["error_codes"].items():
         row = frame.locator(f'[data-testid="failures-by-code"] tr[data-code="{code}"]')
         expect(row).to_have_text(re.compile(rf"^\s*{code}\s+{count}\s"))
@@ -186,7 +226,32 @@ def test_batch_run(e2e: E2E, message_runs: MessageRuns, ui: Any, shots: Path):
     assert len(lines) == 1001 and lines[0].startswith("row,to,outcome")
 
 
-def test_nav_page_lists_recent_messages(e2e: E2E, message_runs: MessageRuns, ui: Any):
+def test_the_tab_follows_airflows_dark_mode(e2e: E2E, message_runs: MessageRuns, ui: Any, shots: Path):
+    from playwright.sync_api import expect
+
+    ui.goto(e2e.base_url)
+    ui.evaluate("localStorage.setItem('theme', 'dark')")  # what Airflow's own theme switch stores
+    try:
+        frame = open_tab(ui, e2e, BATCH_DAG, message_runs.batch)
+        expect(ui.locator("html")).to_have_class(re.compile(r"\bdark\b"))
+        expect(frame.locator("html")).to_have_attribute("data-theme", "dark")
+        # Light text on Airflow's own dark page, which shows through the tab's transparent background.
+        text = frame.locator("body").evaluate("el => getComputedStyle(el).color")
+        assert text.startswith("oklch(0.985"), text
+        assert (
+            frame.locator("body").evaluate("el => getComputedStyle(el).backgroundColor") == "rgba(0, 0, 0, 0)"
+        )
+        ui.wait_for_timeout(300)
+        ui.screenshot(path=str(shots / "messages-batch-dark.png"))
+    finally:
+        ui.evaluate("localStorage.setItem('theme', 'light')")
+    open_tab(ui, e2e, BATCH_DAG, message_runs.batch)
+    expect(ui.frame_locator('iframe[title="Messages"]').locator("html")).to_have_attribute(
+        "data-theme", "light"
+    )
+
+
+def test_nav_page_lists_recent_messages(e2e: E2E, message_runs: MessageRuns, ui: Any, shots: Path):
     from playwright.sync_api import expect
 
     ui.goto(e2e.base_url)
@@ -200,5 +265,20 @@ def test_nav_page_lists_recent_messages(e2e: E2E, message_runs: MessageRuns, ui:
     expect(
         frame.get_by_test_id("recent").get_by_role("row").filter(has_text=message_runs.batch)
     ).to_contain_text("1,000 rows")
-    row.get_by_role("link", name=message_runs.undelivered).click()  # that run's tab, inside the frame
-    expect(frame.get_by_test_id("banner")).to_contain_text("error 30003")
+    failed = frame.get_by_test_id("recent").get_by_role("row").filter(has_text=message_runs.prepare_failed)
+    expect(failed.locator(".state.failed")).to_have_text("failed")  # the run state, in Airflow's red
+    expect(failed.locator("td.reason")).to_contain_text("prepare failed: Invalid input for 'recipients_path'")
+    state = failed.locator(".state.failed")
+    assert "/dags/twilio_batch_notifications/runs/" in state.evaluate("el => el.href")
+    ui.screenshot(path=str(shots / "messages-recent.png"))
+    row.get_by_role("link", name=message_runs.undelivered).click()  # Airflow's run page, on its Messages tab
+    expect(ui).to_have_url(
+        re.compile(
+            rf"/dags/{DAG_ID}/runs/{re.escape(quote(message_runs.undelivered, safe=''))}/plugin/messages$"
+        )
+    )
+    tab = ui.frame_locator('iframe[title="Messages"]')
+    expect(tab.get_by_test_id("run-head")).to_contain_text(message_runs.undelivered)
+    expect(tab.get_by_test_id("banner")).to_contain_text("error 30003")
+    tab.get_by_test_id("run-link").click()  # and from the tab to Airflow's own page of the run
+    expect(ui).to_have_url(re.compile(rf"/dags/{DAG_ID}/runs/[^/]+$"))

@@ -11,8 +11,10 @@ from tests.ui.fixtures import (
     nothing_sent_xcoms,
     undelivered_xcoms,
 )
+from twilio_messaging.statuses import UNCONFIRMED_REASON, unconfirmed
 from twilio_messaging.ui import facts
 from twilio_messaging.ui.masking import mask_number, mask_sid, mask_text, safe_url
+from twilio_messaging.ui.task_errors import TaskFailure, error_sentence
 
 CONF = {"to": "+15551233003", "from": "+15005550006", "body": "hello"}
 
@@ -116,3 +118,75 @@ def test_inputs_show_only_workflow_inputs_masked():
         "Account": "AC…1111",
     }
     assert dict(facts.inputs({"to": "+15551230001", "body": "x"}))["From"] == "(the DAG's default sender)"
+
+
+def test_unconfirmed_says_the_message_may_still_arrive():
+    xcoms = undelivered_xcoms()
+    xcoms[("routeByStatus", "outcome")] = {
+        "end": "failed",
+        "messageSid": SID,
+        "finalStatus": unconfirmed("sent"),
+        "errorCode": None,
+        "errorMessage": None,
+        "reason": UNCONFIRMED_REASON,
+    }
+    view = facts.workflow_view("d", "r", "failed", CONF, UNDELIVERED_TIS, xcoms)
+    assert view.banner.kind == "unconfirmed"
+    assert view.banner.headline == (
+        "Delivery to +15•••••3003 unconfirmed: no final status before the status timeout "
+        "(last status sent); the message may still arrive"
+    )
+    assert view.banner.detail == UNCONFIRMED_REASON and "Not delivered" not in view.banner.headline
+
+
+def test_a_status_seen_again_on_a_retry_is_one_row():
+    retried = [
+        *TIMELINE[:2],
+        {"at": "2026-12-02T01:00:06+00:00", "status": "delivered", "errorCode": None},
+        {"at": "2026-12-02T01:00:20+00:00", "status": "delivered", "errorCode": None},  # try 2's first poke
+    ]
+    rows = facts.timeline_rows(retried)
+    assert [(row.status, row.at[-14:-6]) for row in rows] == [
+        ("queued", "01:00:02"),
+        ("sent", "01:00:04"),
+        ("delivered", "01:00:06"),
+    ]
+
+
+def test_a_run_without_an_outcome_shows_the_failed_tasks_own_error():
+    failure = TaskFailure("sendMessage", 2, -1, "to: '12' is not an E.164 number", "ValueError", "dags/d/…")
+    tis = {"sendMessage": {"state": "failed"}, "checkStatus": {"state": "upstream_failed"}}
+    view = facts.workflow_view("d", "r", "failed", CONF, tis, {}, failure=failure)
+    assert view.banner.kind == "failed"
+    assert view.banner.headline == "The run ended failed: task sendMessage failed (try 2)"
+    assert view.banner.detail == "to: '12' is not an E.164 number" and view.banner.failure == failure
+    without = facts.workflow_view("d", "r", "failed", CONF, tis, {})
+    assert without.banner.kind == "unknown"
+
+
+def log_lines(*events: dict) -> list[dict]:
+    return [{"timestamp": "2026-12-02T01:00:00Z", "level": "info", "event": "start"}, *events]
+
+
+def test_the_error_sentence_is_the_raised_exceptions_value_masked():
+    raised = {
+        "level": "error",
+        "event": "Task failed with exception",
+        "error_detail": [
+            {
+                "exc_type": "ValueError",
+                "exc_value": "recipients_path must be a file inside /x/include",
+                "frames": [],
+            },
+            {"exc_type": "FileNotFoundError", "exc_value": "cause", "is_cause": True, "frames": []},
+        ],
+    }
+    assert error_sentence(log_lines(raised)) == (
+        "recipients_path must be a file inside /x/include",
+        "ValueError",
+    )
+    logged = {"level": "error", "event": "Twilio refused +15551234567: 21211"}
+    assert error_sentence(log_lines(logged)) == ("Twilio refused +15•••••4567: 21211", "")
+    assert error_sentence(log_lines()) == ("", "")
+    long = {**raised, "error_detail": [{"exc_type": "E", "exc_value": "x" * 5000}]}
+    assert len(error_sentence(log_lines(long))[0]) == 600

@@ -74,6 +74,24 @@ def test_unknown_query_values_fall_back_to_defaults():
     assert query.filters == (("error_code", "x"),)
 
 
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize("ready", [False, True])
+def test_a_page_past_the_end_or_too_large_for_sqlite_is_the_last_page(tmp_path: Path, ready: bool):
+    path = write_report(report_records(120), tmp_path / "report.csv")
+    if ready:
+        ReportIndex(path, "csv", "k").ensure()
+    for params in ({"page": HUGE}, {"page": "7"}, {"page": HUGE, "sort": "status"}, {"page": "1e99"}):
+        query = Query.parse({**params, "size": "25"})
+        page = table_page(path, "csv", query, key="k", total=120)
+        last = 1 if params["page"] == "1e99" else 5
+        assert page.query.page == last and page.pages == 5, params
+        assert len(page.rows) == (25 if last == 1 else 20), params
+    filtered = table_page(path, "csv", Query.parse({"error_code": HUGE, "page": HUGE}), key="k", total=120)
+    assert filtered.rows == [] and filtered.total == 0
+
+
 def test_a_sort_before_the_index_is_ready_says_so_and_shows_page_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twilio_messaging import contract
+from twilio_messaging.contract import SENT_OUTCOMES, SKIP_OUTCOMES
 from twilio_messaging.errors import ErrorInfo, error_info
 from twilio_messaging.ui.chart import Chart, bar_chart
+from twilio_messaging.ui.task_errors import TaskFailure
 
-SENT_OUTCOMES = contract.SENT_OUTCOMES
+# The chart's bars in reading order: what was sent, then what was not (and why).
+OUTCOME_ORDER = (*SENT_OUTCOMES, *SKIP_OUTCOMES)
 
 
 @dataclass(frozen=True)
@@ -36,19 +38,19 @@ class BatchView:
     groups: list[CodeGroup] = field(default_factory=list)
     facts: list[tuple[str, str]] = field(default_factory=list)
     has_summary: bool = True
-    kind: str = "running"  # banner colour: delivered (no failure) | warn (within threshold) | failed
+    banner_kind: str = "running"  # banner colour: delivered (no failure) | warn (within threshold) | failed
+    failure: TaskFailure | None = None  # the failed task's own error, when the run ended without a summary
 
 
-def status_counts(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
-    """Rows by final status; rows without one (skipped, unknown) by their outcome. Adds up to ``rows``."""
-    counts: dict[str, int] = {
-        str(status): int(n) for status, n in (summary.get("by_status") or {}).items() if n
-    }
-    for outcome, n in (summary.get("by_outcome") or {}).items():
-        # "unknown" rows (their chunk's send task failed) and skipped rows have no status.
-        if n and (outcome == contract.UNKNOWN or outcome not in SENT_OUTCOMES):
-            counts[str(outcome)] = counts.get(str(outcome), 0) + int(n)
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+def outcome_counts(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """Rows by outcome, the same rows the headline counts: adds up to ``rows``.
+
+    By outcome, not by Twilio status: a row skipped as already sent carries the status an earlier run saw
+    (``delivered``, say), and counting it as a delivery of this run would show messages it never sent.
+    """
+    by_outcome = {str(o): int(n) for o, n in (summary.get("by_outcome") or {}).items() if n}
+    order = {outcome: i for i, outcome in enumerate(OUTCOME_ORDER)}
+    return sorted(by_outcome.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
 
 
 def code_groups(summary: Mapping[str, Any]) -> list[CodeGroup]:
@@ -65,16 +67,34 @@ def code_groups(summary: Mapping[str, Any]) -> list[CodeGroup]:
 
 
 def batch_view(
-    dag_id: str, run_id: str, run_state: str, summary: Mapping[str, Any] | None, running: str = ""
+    dag_id: str,
+    run_id: str,
+    run_state: str,
+    summary: Mapping[str, Any] | None,
+    running: str = "",
+    failure: TaskFailure | None = None,
 ) -> BatchView:
     if not summary:
         headline = "No summary yet" + (f": {running}" if running else "")
-        if run_state in ("success", "failed"):
-            headline = (
-                f"The run ended {run_state} without a summary (prepare or every chunk failed; see the logs)"
-            )
-        return BatchView(dag_id, run_id, run_state, headline, "", [], bar_chart([]), has_summary=False)
-    counts = status_counts(summary)
+        kind = "running"
+        if failure is not None:
+            headline, kind = failure.headline(run_state), "failed"
+        elif run_state in ("success", "failed"):
+            headline = f"The run ended {run_state} without a summary"
+            kind = "failed"
+        return BatchView(
+            dag_id,
+            run_id,
+            run_state,
+            headline,
+            "",
+            [],
+            bar_chart([]),
+            has_summary=False,
+            banner_kind=kind,
+            failure=failure,
+        )
+    counts = outcome_counts(summary)
     to_send = int(summary.get("to_send") or 0)
     skipped = int(summary.get("skipped_total") or 0)
     rate = float(summary.get("failure_rate") or 0.0)
@@ -104,7 +124,7 @@ def batch_view(
         bar_chart(counts),
         code_groups(summary),
         facts,
-        kind=kind,
+        banner_kind=kind,
     )
 
 

@@ -15,12 +15,17 @@ from typing import Any
 
 from twilio_messaging import contract
 from twilio_messaging.errors import ErrorInfo, error_info
-from twilio_messaging.statuses import end_state, is_terminal
+from twilio_messaging.statuses import UNCONFIRMED_SUFFIX, end_state, is_terminal
 from twilio_messaging.ui.masking import mask_number, mask_sid, mask_text, safe_url
+from twilio_messaging.ui.task_errors import TaskFailure
 
 TASK_ORDER = contract.WORKFLOW_TASKS
 END_TASKS = contract.END_TASKS
 TIMELINE_KEY = contract.TIMELINE_XCOM
+OUTCOME_KEY = (
+    contract.BRANCH_TASK,
+    contract.OUTCOME_XCOM,
+)  # routeByStatus' decision: the workflow's normal output
 # (task_id, key) pairs the tab reads; the store fetches exactly these.
 XCOM_KEYS: tuple[tuple[str, str], ...] = contract.WORKFLOW_XCOMS
 # Shown in this order; anything else in the conf is not the workflow's and stays off the page.
@@ -43,10 +48,11 @@ Xcoms = Mapping[tuple[str, str], Any]
 class Banner:
     """The one line a person reads first."""
 
-    kind: str  # delivered | failed | nothing_sent | unknown | running
+    kind: str  # delivered | failed | nothing_sent | unconfirmed | unknown | running
     headline: str
     detail: str = ""
     error: ErrorInfo | None = None
+    failure: TaskFailure | None = None  # the failed task's own error, when the run has no outcome
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,11 @@ def _first(xcoms: Xcoms, key: str, tasks: Sequence[str]) -> Any:
 
 
 def timeline_rows(entries: Sequence[Mapping[str, Any]] | None) -> list[TimelineRow]:
-    """Each observation of the sensor (``{"at", "status", "errorCode"}``) as a row, oldest first."""
+    """Each change of status the sensor saw (``{"at", "status", "errorCode"}``), oldest first.
+
+    A status seen again (a retried checkStatus observes the final status once more) is one row, at the
+    time it was first seen.
+    """
     rows = []
     for entry in entries or []:
         if not isinstance(entry, Mapping):
@@ -103,7 +113,12 @@ def timeline_rows(entries: Sequence[Mapping[str, Any]] | None) -> list[TimelineR
                 error=error_info(entry.get("errorCode")),
             )
         )
-    return sorted(rows, key=lambda row: row.at)
+    changes: list[TimelineRow] = []
+    for row in sorted(rows, key=lambda row: row.at):
+        if changes and (changes[-1].status, changes[-1].error) == (row.status, row.error):
+            continue
+        changes.append(row)
+    return changes
 
 
 def _timeline(
@@ -128,9 +143,13 @@ def _timeline(
 
 
 def _banner(
-    xcoms: Xcoms, run_state: str, tis: Mapping[str, Mapping[str, Any]], to: str
+    xcoms: Xcoms,
+    run_state: str,
+    tis: Mapping[str, Mapping[str, Any]],
+    to: str,
+    failure: TaskFailure | None = None,
 ) -> tuple[Banner, str | None, str | None]:
-    outcome = xcoms.get((contract.BRANCH_TASK, contract.OUTCOME_XCOM))
+    outcome = xcoms.get(OUTCOME_KEY)
     sid = _first(xcoms, "messageSid", (*END_TASKS, contract.SEND_TASK))
     if isinstance(outcome, Mapping):
         sid = outcome.get("messageSid") or sid
@@ -148,6 +167,13 @@ def _banner(
             head = "Nothing was sent"
             head += f": Twilio error {error.code}, {error.meaning}" if error else ""
             return Banner("nothing_sent", head, detail or reason, error), None, None
+        if isinstance(status, str) and status.endswith(UNCONFIRMED_SUFFIX):
+            seen = status.removesuffix(UNCONFIRMED_SUFFIX).strip()
+            head = (
+                f"Delivery to {to} unconfirmed: no final status before the status timeout "
+                f"(last status {seen}); the message may still arrive"
+            )
+            return Banner("unconfirmed", head, reason or detail, error), sid, status
         head = f"Not delivered to {to}: status {status}"
         if error:
             head += f", error {error.code}: {error.meaning}"
@@ -171,6 +197,9 @@ def _banner(
     ]
     where = f" ({', '.join(active)})" if active else ""
     if run_state in FINISHED_STATES:
+        if failure is not None:
+            banner = Banner("failed", failure.headline(run_state), failure.message, failure=failure)
+            return banner, sid, None
         return Banner("unknown", f"The run ended {run_state} without a routing decision{where}"), sid, None
     initial = xcoms.get((contract.SEND_TASK, "initialStatus"))
     last = (report or {}).get("status") if isinstance(report, Mapping) else None
@@ -221,10 +250,11 @@ def workflow_view(
     tis: Mapping[str, Mapping[str, Any]],
     xcoms: Xcoms,
     stored_timeline: Sequence[Mapping[str, Any]] | None = None,
+    failure: TaskFailure | None = None,
 ) -> WorkflowView:
-    """Everything the workflow tab shows, from the run's records."""
+    """Everything the workflow tab shows, from the run's records (``failure``: its first failed task)."""
     to = mask_number(str((conf or {}).get("to") or "")) or "the recipient"
-    banner, sid, status = _banner(xcoms, run_state, tis, to)
+    banner, sid, status = _banner(xcoms, run_state, tis, to, failure)
     timeline, source = _timeline(xcoms, stored_timeline, tis)
     return WorkflowView(
         dag_id=dag_id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
 from twilio_messaging import contract, settings
+from twilio_messaging.errors import error_code
 
 CACHE_ENV = settings.UI_CACHE_DIR_ENV
 COLUMNS = contract.REPORT_COLUMNS
@@ -42,6 +44,9 @@ DEFAULT_PAGE_SIZE = 50
 INSERT_BATCH = 20_000
 INDEX_VERSION = "1"  # bump when the schema changes; old files are simply not found again
 CACHE_MAX_AGE = 7 * 24 * 3600.0  # an index nobody opened for a week is deleted by the next build
+# Query-string numbers are clamped to this: a page past the end shows the last page, and no number a
+# person can type overflows SQLite's 64-bit integers (a 500 before).
+MAX_NUMBER = 10**12
 
 
 class ReadablePath(Protocol):
@@ -65,10 +70,10 @@ class Query:
         """From the page's query string; anything unknown falls back to the default."""
 
         def number(name: str, default: int) -> int:
-            try:
-                return max(1, int(params.get(name) or default))
-            except ValueError:
+            text = str(params.get(name) or "").strip()
+            if not text.isdigit() or len(text) > 30:
                 return default
+            return min(max(1, int(text)), MAX_NUMBER)
 
         size = number("size", DEFAULT_PAGE_SIZE)
         sort = params.get("sort") or "row"
@@ -89,6 +94,12 @@ class Query:
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.size
+
+    def within(self, total: int | None) -> Query:
+        """This query, or its last page when it asks for a page past the end of ``total`` rows."""
+        if total is None or self.offset < total or self.page == 1:
+            return self
+        return dataclasses.replace(self, page=max(1, -(-total // self.size)))
 
 
 @dataclass
@@ -112,15 +123,15 @@ class Page:
 
 def _normalise(record: Mapping[str, Any]) -> dict[str, Any]:
     row = {name: record.get(name) for name in COLUMNS}
-    for name in ("row", "error_code"):
-        value = row[name]
-        if value in (None, ""):
-            row[name] = None
-        else:
-            try:
-                row[name] = int(value)
-            except (TypeError, ValueError):
-                row[name] = None
+    value = row["row"]
+    if value in (None, ""):
+        row["row"] = None
+    else:
+        try:
+            row["row"] = int(value)
+        except (TypeError, ValueError):
+            row["row"] = None
+    row["error_code"] = error_code(row["error_code"])
     for name in COLUMNS:
         if row[name] == "":
             row[name] = None
@@ -186,7 +197,7 @@ def iter_tuples(path: ReadablePath, fmt: str) -> Iterator[tuple[Any, ...]]:
         for values in reader:
             out: list[Any] = [(values[i] or None) if i is not None and i < len(values) else None for i in at]
             out[0] = _number(values[row_at]) if row_at is not None else None
-            out[5] = _number(values[code_at]) if code_at is not None and code_at < len(values) else None
+            out[5] = error_code(values[code_at]) if code_at is not None and code_at < len(values) else None
             yield tuple(out)
 
 
@@ -331,6 +342,7 @@ class ReportIndex:
         order = "DESC" if query.descending else "ASC"
         with contextlib.closing(self.connect()) as db:
             total = db.execute(f"SELECT COUNT(*) FROM report {where}", args).fetchone()[0]
+            query = query.within(total)
             rows = db.execute(
                 f"SELECT * FROM report {where} ORDER BY {_quote(query.sort)} {order}, row {order} "
                 "LIMIT ? OFFSET ?",
@@ -378,10 +390,9 @@ def _where(filters: Iterable[tuple[str, str]]) -> tuple[str, list[Any]]:
         if name not in FILTERS:
             continue
         if name == "error_code":
-            try:
-                args.append(int(value))
-            except ValueError:
-                args.append(-1)  # no row has it: an empty page, not an error
+            code = value.strip()
+            # A code that is no integer (or none SQLite can hold) matches no row: an empty page, not an error.
+            args.append(int(code) if code.isdigit() and len(code) <= 12 else -1)
         else:
             args.append(value)
         clauses.append(f"{_quote(name)} = ?")
@@ -390,6 +401,7 @@ def _where(filters: Iterable[tuple[str, str]]) -> tuple[str, list[Any]]:
 
 def stream_page(path: ReadablePath, fmt: str, query: Query, total: int | None) -> Page:
     """A page in the report's own order, read from the start of the file (fast for the first pages)."""
+    query = query.within(total)
     rows = list(islice(iter_report(path, fmt), query.offset, query.offset + query.size))
     return Page(rows, total, query, "stream")
 
@@ -410,6 +422,7 @@ def table_page(
     index is ready waits up to ``wait`` seconds for it, then gets page one with ``building`` set (the
     page says so and reloads itself), instead of holding the request for the whole build.
     """
+    query = query.within(total)
     index = ReportIndex(path, fmt, key)
     if index.ready:
         return index.page(query)

@@ -5,25 +5,33 @@ and the run's storage folder. Only the rows the tab shows are fetched; a batch's
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from itertools import islice
 from typing import Any
+from urllib.parse import unquote
 
 from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.xcom import XComModel
 from airflow.sdk import ObjectStoragePath
+from airflow.utils.state import TaskInstanceState
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from twilio_messaging import contract, storage
 from twilio_messaging.batch import layout
 from twilio_messaging.ui.report_table import ReadablePath
+from twilio_messaging.ui.task_errors import TaskFailure, error_sentence, log_href
+
+log = logging.getLogger(__name__)
 
 TIMELINE_FILE = contract.TIMELINE_FILE
 BATCH_SUMMARY_TASK = contract.SUMMARY_TASK
+MAX_LOG_MESSAGES = 20_000  # a failed task's log is read up to here for its error
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,45 @@ def load_task_states(session: Session, dag_id: str, run_id: str) -> dict[str, di
         if map_index == -1 or entry["state"] is None:
             entry.update(state=name, start_date=_iso(start), end_date=_iso(end), try_number=try_number or 0)
     return tasks
+
+
+def task_failure(session: Session, dag_id: str, run_id: str, *, read_log: bool = True) -> TaskFailure | None:
+    """The run's first failed task instance, with the error sentence of its last try's log.
+
+    ``read_log=False`` (a user the auth manager gives no access to task logs) names the task and links
+    to its log page, without the sentence.
+    """
+    ti = session.scalars(
+        select(TaskInstance)
+        .where(
+            TaskInstance.dag_id == dag_id,
+            TaskInstance.run_id == run_id,
+            TaskInstance.state == TaskInstanceState.FAILED,
+        )
+        .options(joinedload(TaskInstance.dag_run))  # the log handler renders the file name from it
+        .order_by(TaskInstance.end_date.asc().nulls_last(), TaskInstance.map_index)
+        .limit(1)
+    ).first()
+    if ti is None:
+        return None
+    try_number = int(ti.try_number or 0)
+    message, kind = "", ""
+    if read_log and try_number > 0:
+        try:
+            from airflow.utils.log.log_reader import TaskLogReader
+
+            stream, _ = TaskLogReader().read_log_chunks(ti, try_number, {"download_logs": True})  # type: ignore[typeddict-item,typeddict-unknown-key]
+            message, kind = error_sentence(islice(stream, MAX_LOG_MESSAGES))
+        except Exception:  # an unreadable log must not take the tab down; the link still leads to it
+            log.warning("Messages tab: could not read the log of %s of %s/%s", ti.task_id, dag_id, run_id)
+    return TaskFailure(
+        task_id=ti.task_id,
+        try_number=try_number,
+        map_index=ti.map_index,
+        message=message,
+        error_type=kind,
+        log_href=log_href(dag_id, run_id, ti.task_id, ti.map_index, try_number),
+    )
 
 
 def _value(row: XComModel) -> Any:
@@ -154,44 +201,84 @@ def run_folder(dag_id: str, run_id: str) -> ObjectStoragePath:
     return storage.run_path(dag_id, run_id)
 
 
-def stored_timeline(dag_id: str, run_id: str) -> list[dict[str, Any]] | None:
-    """The sensor's observations so far (written at each poke while checkStatus runs)."""
+def _scheme(location: str) -> str:
+    head, sep, _ = location.partition("://")
+    return head.lower() if sep else ""
+
+
+def _key(location: str) -> str:
+    """What follows ``scheme://``, percent-decoded (``%2e%2e`` is ``..``), without a trailing slash."""
+    _, sep, rest = location.partition("://")
+    return unquote(rest if sep else location).rstrip("/")
+
+
+def inside_run(dag_id: str, run_id: str, location: str | ObjectStoragePath) -> ObjectStoragePath | None:
+    """The file ``location`` names, if it lies inside the run's own storage folder; else None (logged).
+
+    The one gate for every path the tab reads, whether it comes from the layout, an XCom, a summary or a
+    request: XComs can be written through the REST API, so a path in one is a request to read a file.
+    ``location`` is a URL (``file://``, ``s3://``…), an absolute local path, or a name relative to the
+    folder. Locally the path is resolved (symlinks and ``..``) before it is compared; on an object store
+    (no symlinks there) it is normalised, and its scheme and bucket must be the folder's.
+    """
+    folder = run_folder(dag_id, run_id)
+    text = str(location)
+    if isinstance(location, str) and not _scheme(text) and not text.startswith("/"):
+        text = f"{str(folder).rstrip('/')}/{text}"
+    if storage.is_local(folder):
+        if _scheme(text) not in ("", "file", "local"):
+            return _refused(dag_id, run_id, location, "another scheme than the run folder's")
+        root = os.path.realpath(folder.path)
+        real = os.path.realpath(_key(text))
+        if not real.startswith(root.rstrip(os.sep) + os.sep):
+            return _refused(dag_id, run_id, location, f"resolves to {real}, outside {root}")
+        return ObjectStoragePath("file://" + real)
+    if _scheme(text) != folder.protocol:
+        return _refused(dag_id, run_id, location, "another scheme than the run folder's")
+    root_key = posixpath.normpath(folder.path)
+    key = posixpath.normpath(unquote(ObjectStoragePath(text).path))
+    if not key.startswith(root_key.rstrip("/") + "/"):
+        return _refused(dag_id, run_id, location, f"{key} is outside {root_key}")
+    return folder / key[len(root_key) + 1 :]  # joined on the folder: its connection and options stay
+
+
+def _refused(dag_id: str, run_id: str, location: object, why: str) -> ObjectStoragePath | None:
+    log.warning(
+        "Messages tab: refused to read %r for run %s of %s: %s (only files in the run's own storage folder "
+        "are read)",
+        str(location),
+        run_id,
+        dag_id,
+        why,
+    )
+    return None
+
+
+def _read_json(dag_id: str, run_id: str, name: str) -> Any:
+    path = inside_run(dag_id, run_id, name)
+    if path is None:
+        return None
     try:
-        value = storage.read_json(run_folder(dag_id, run_id) / TIMELINE_FILE)
+        return storage.read_json(path)
     except (OSError, ValueError):
         return None
+
+
+def stored_timeline(dag_id: str, run_id: str) -> list[dict[str, Any]] | None:
+    """The sensor's observations so far (written at each poke while checkStatus runs)."""
+    value = _read_json(dag_id, run_id, TIMELINE_FILE)
     return value if isinstance(value, list) else None
-
-
-def summary_location(dag_id: str, run_id: str) -> ObjectStoragePath:
-    return layout.summary_path(dag_id, run_id)
-
-
-def report_location(dag_id: str, run_id: str, fmt: str) -> ObjectStoragePath:
-    return layout.report_path(dag_id, run_id, fmt)
 
 
 def batch_summary(session: Session, dag_id: str, run_id: str) -> dict[str, Any] | None:
     """``summary.json`` from the run's storage, else the summary task's XCom."""
-    with contextlib.suppress(OSError, ValueError):
-        value = storage.read_json(summary_location(dag_id, run_id))
-        if isinstance(value, dict):
-            return value
+    value = _read_json(dag_id, run_id, layout.summary_path(dag_id, run_id).name)
+    if isinstance(value, dict):
+        return value
     value = load_xcoms(session, dag_id, run_id, [(BATCH_SUMMARY_TASK, contract.RETURN_VALUE)]).get(
         (BATCH_SUMMARY_TASK, contract.RETURN_VALUE)
     )
     return value if isinstance(value, dict) else None
-
-
-def _allowed_roots() -> list[str]:
-    """Where a report may be read from: the (local) storage base."""
-    base = storage.storage_base()
-    return [os.path.realpath(base.path)] if storage.is_local(base) else []
-
-
-def _inside(path: str, roots: Iterable[str]) -> bool:
-    real = os.path.realpath(path)
-    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
 def batch_report(
@@ -199,27 +286,19 @@ def batch_report(
 ) -> tuple[ReadablePath, str] | None:
     """The report file and its format: the run's storage folder first, else the path in the summary.
 
-    A path from the summary is only followed inside the storage base: XComs
-    can be written through the REST API, and this must never serve another file of the api-server.
+    Both go through ``inside_run``: a summary (an XCom) naming a file outside the run's folder is refused.
     """
-    for fmt in ("csv", "json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            location = report_location(dag_id, run_id, fmt)
-            if location.exists():
-                return location, fmt
+    candidates: list[tuple[str | ObjectStoragePath, str]] = [
+        (layout.report_path(dag_id, run_id, fmt).name, fmt) for fmt in ("csv", "json")
+    ]
     recorded = (summary or {}).get("report_path")
-    if not isinstance(recorded, str) or not recorded:
-        return None
-    fmt = "json" if recorded.endswith(".json") else "csv" if recorded.endswith(".csv") else ""
-    if not fmt:
-        return None
-    if "://" in recorded:
-        path: ReadablePath = ObjectStoragePath(recorded)
-        base = storage.storage_base()
-        if not str(path).startswith(str(base).rstrip("/") + "/"):
-            return None
-        return (path, fmt) if path.exists() else None  # type: ignore[attr-defined]
-    if not _inside(recorded, _allowed_roots()):
-        return None
-    local = Path(recorded)
-    return (local, fmt) if local.is_file() else None
+    if isinstance(recorded, str) and recorded:
+        fmt = "json" if recorded.endswith(".json") else "csv" if recorded.endswith(".csv") else ""
+        if fmt:
+            candidates.append((recorded, fmt))
+    for location, fmt in candidates:
+        path = inside_run(dag_id, run_id, location)
+        with contextlib.suppress(OSError, ValueError):
+            if path is not None and path.is_file():
+                return path, fmt
+    return None

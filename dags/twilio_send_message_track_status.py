@@ -32,9 +32,14 @@ from twilio_messaging.workflow.inputs import SendMessageFromParams, trigger_para
 WORKFLOW_FILE = Path(__file__).parent / "workflows" / "twilio-send-message-track-status-workflow.yml"
 WORKFLOW_ID = "send-message-track-status"
 # Read when the file is parsed (twilio_messaging/settings.py lists every variable): TWILIO_POKE_INTERVAL,
-# TWILIO_STATUS_TIMEOUT, TWILIO_MAX_WAIT, TWILIO_DEFAULT_FROM.
+# TWILIO_STATUS_TIMEOUT, TWILIO_MAX_WAIT, TWILIO_DEFAULT_FROM, TWILIO_CALLBACK_*.
 TRACKING = settings.tracking_settings()
 DEFAULT_FROM = settings.default_from()
+CALLBACKS = settings.callback_settings()
+# With callbacks on, a poke reads the callback store (no request to Twilio), so it can come sooner.
+POKE_INTERVAL = (
+    min(TRACKING.poke_interval, CALLBACKS.poke_interval) if CALLBACKS.enabled else TRACKING.poke_interval
+)
 CONN_ID = TwilioHook.default_conn_name
 
 END_STATES = f"""
@@ -47,9 +52,13 @@ END_STATES = f"""
 Both end tasks publish the XComs `messageSid`, `finalStatus` and `errorCode`.
 
 ## Status polling (checkStatus)
-Every {TRACKING.poke_interval:g} s at first, backing off exponentially up to {TRACKING.max_wait:g} s,
+Every {POKE_INTERVAL:g} s at first, backing off exponentially up to {TRACKING.max_wait:g} s,
 for at most {TRACKING.timeout:g} s after sending
 (env `TWILIO_POKE_INTERVAL`, `TWILIO_MAX_WAIT`, `TWILIO_STATUS_TIMEOUT`).
+Status callbacks are {"on" if CALLBACKS.enabled else "off"} (`TWILIO_CALLBACK_BASE_URL`): when on, sendMessage
+asks Twilio to call the receiver (unless the run gives its own `statusCallback`), and each poke reads the
+callback store first, asking Twilio only when no final status was called back
+{CALLBACKS.grace:g} s after sending (`TWILIO_CALLBACK_GRACE`).
 A try 2 on checkStatus is apache/airflow#71172 being absorbed by the sensor's retries: it polls the same
 message, nothing is sent twice, and the deadline still counts from the send.
 
@@ -74,6 +83,7 @@ with DAG(
         task_id=SEND_TASK,
         twilio_conn_id=CONN_ID,
         default_sender=DEFAULT_FROM,  # yields to a Messaging Service the user gave
+        default_status_callback=CALLBACKS.receiver_url,  # the receiver, unless the run gives its own
         pool=settings.API_POOL,  # bounds Twilio concurrency together with the batch DAG
         retries=2,  # only after Twilio was unreachable; a retry looks for the message before sending
         retry_delay=timedelta(minutes=1),
@@ -91,12 +101,14 @@ with DAG(
         ),  # the deadline counts from the send, across sensor retries
         mode="reschedule",
         pool=settings.API_POOL,
-        poke_interval=TRACKING.poke_interval,
+        poke_interval=POKE_INTERVAL,
         timeout=TRACKING.timeout,
         exponential_backoff=TRACKING.exponential_backoff,
         max_wait=TRACKING.max_wait,
         retries=TRACKING.retries,  # apache/airflow#71172; the deadline is enforced from the send time
         retry_delay=TRACKING.retry_delay,
+        callbacks=CALLBACKS.enabled,  # the callback store first; Twilio after the grace
+        callback_grace=CALLBACKS.grace,
         doc_md=(
             "fetchMessage until a terminal status; publishes status, errorCode and errorMessage. "
             "A try 2 here is apache/airflow#71172 absorbed by the retries, not a second SMS."

@@ -34,6 +34,24 @@ The Messages tab (read by the api-server when it pages a batch report):
 
 - ``TWILIO_UI_CACHE_DIR`` = ``<temp dir>/twilio-messages-ui``: where report indexes are kept.
 
+Status callbacks (every component must see the same values; read by the DAG files when parsed, by the
+receiver on the api-server per callback, and ``TWILIO_CALLBACK_STORE`` by ``callbacks.store`` when the store
+is opened, like ``TWILIO_STORAGE``, since it may hold a password and is never serialized):
+
+- ``TWILIO_CALLBACK_BASE_URL`` = none (callbacks off): the public base URL Twilio reaches the api-server at
+  (scheme, host and any path prefix an ingress adds). Set, sends ask Twilio to call
+  ``<base>/twilio-messages/status-callback``, and the receiver checks signatures against that URL (the one
+  Twilio signed), not the one a proxy hands on;
+- ``TWILIO_CALLBACK_STORE`` = ``sqlite:///$AIRFLOW_HOME/twilio_callbacks.sqlite3``: where callbacks are kept;
+  ``redis://…`` (or ``postgresql://…``) when components run on several hosts;
+- ``TWILIO_CALLBACK_GRACE`` = 300 s: with callbacks on, how long after sending tracking waits for a callback
+  before it asks Twilio (after it, tracking polls as without callbacks);
+- ``TWILIO_CALLBACK_POKE_INTERVAL`` = 5 s: checkStatus' first poke interval with callbacks on (a poke then
+  reads the store, and asks Twilio only after the grace);
+- ``TWILIO_CALLBACK_TTL`` = 2 days: how long a stored status is kept;
+- ``TWILIO_CALLBACK_MAX_BODY`` = 16,384 bytes: the largest callback body the receiver accepts;
+- ``TWILIO_CALLBACK_CONN_ID`` = ``twilio_default``: the connection whose password (the auth token) signs.
+
 The two status timeouts differ on purpose and have their own names, neither falling back on the other: one
 message is followed for a day (carriers retry for hours), a batch of reminders for an hour (a reminder that
 arrives hours late is a failure to report, and a batch run holds its pool slots while it tracks).
@@ -46,6 +64,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from twilio_messaging.validation import InvalidInput, validate_message
 
@@ -180,12 +199,17 @@ class BatchSettings:
     status_timeout: float
     send_timeout: float
     default_from: str
+    # Status callbacks (None: off): the StatusCallback of sends that give none, and how long after a chunk
+    # is sent its tracking waits for callbacks before it asks Twilio for the rest.
+    status_callback: str | None = None
+    callback_grace: float | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BatchSettings:
         env = _env(environ)
         schedule = env.get("TWILIO_BATCH_SCHEDULE", BATCH_DEFAULT_SCHEDULE).strip()
         poke = seconds(("TWILIO_BATCH_POKE_INTERVAL", POKE_INTERVAL_ENV), DEFAULT_POKE_INTERVAL, env)
+        callbacks = callback_settings(env)
         return cls(
             schedule=None if schedule.lower() in ("", "none", "null") else schedule,
             pool=env.get("TWILIO_BATCH_POOL", API_POOL).strip() or API_POOL,
@@ -195,6 +219,8 @@ class BatchSettings:
             status_timeout=seconds(("TWILIO_BATCH_STATUS_TIMEOUT",), BATCH_DEFAULT_STATUS_TIMEOUT, env),
             send_timeout=seconds(("TWILIO_BATCH_SEND_TIMEOUT",), BATCH_DEFAULT_SEND_TIMEOUT, env),
             default_from=env.get("TWILIO_BATCH_FROM", BATCH_DEFAULT_FROM),
+            status_callback=callbacks.receiver_url,
+            callback_grace=callbacks.grace if callbacks.enabled else None,
         )
 
 
@@ -208,3 +234,71 @@ def batch_data_dirs(project_dir: Path, environ: Mapping[str, str] | None = None)
 # ---- the Messages tab --------------------------------------------------------------------------------
 
 UI_CACHE_DIR_ENV = "TWILIO_UI_CACHE_DIR"
+
+
+# ---- status callbacks --------------------------------------------------------------------------------
+
+CALLBACK_BASE_URL_ENV = "TWILIO_CALLBACK_BASE_URL"
+CALLBACK_STORE_ENV = "TWILIO_CALLBACK_STORE"
+CALLBACK_GRACE_ENV = "TWILIO_CALLBACK_GRACE"
+CALLBACK_POKE_INTERVAL_ENV = "TWILIO_CALLBACK_POKE_INTERVAL"
+CALLBACK_TTL_ENV = "TWILIO_CALLBACK_TTL"
+CALLBACK_MAX_BODY_ENV = "TWILIO_CALLBACK_MAX_BODY"
+CALLBACK_CONN_ID_ENV = "TWILIO_CALLBACK_CONN_ID"
+# The receiver's path on the api-server: the plugin's app is mounted at /twilio-messages (ui/app.py).
+CALLBACK_PATH = "/twilio-messages/status-callback"
+DEFAULT_CALLBACK_GRACE = 300.0
+DEFAULT_CALLBACK_POKE_INTERVAL = 5.0
+DEFAULT_CALLBACK_TTL = 2 * 24 * 3600.0
+DEFAULT_CALLBACK_MAX_BODY = 16 * 1024
+CALLBACK_STORE_FILE = "twilio_callbacks.sqlite3"
+
+
+@dataclass(frozen=True)
+class CallbackSettings:
+    base_url: str | None
+    store_url: str
+    ttl: float = DEFAULT_CALLBACK_TTL
+    max_body: int = DEFAULT_CALLBACK_MAX_BODY
+    conn_id: str = "twilio_default"
+    grace: float = DEFAULT_CALLBACK_GRACE
+    poke_interval: float = DEFAULT_CALLBACK_POKE_INTERVAL
+
+    @property
+    def enabled(self) -> bool:
+        """Callbacks are asked for only when Twilio has a URL to call."""
+        return self.base_url is not None
+
+    @property
+    def receiver_url(self) -> str | None:
+        """The URL sends give Twilio as ``StatusCallback``, and that Twilio signs."""
+        return None if self.base_url is None else self.base_url + CALLBACK_PATH
+
+
+def _callback_base_url(raw: str) -> str | None:
+    raw = raw.strip().rstrip("/")
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(
+            f"{CALLBACK_BASE_URL_ENV} must be an http(s) URL with a host and no query, e.g. "
+            f"https://airflow.example.com, got {raw!r}"
+        )
+    return raw
+
+
+def callback_settings(environ: Mapping[str, str] | None = None) -> CallbackSettings:
+    """The callback settings; a malformed value raises ``ValueError`` naming its variable."""
+    env = _env(environ)
+    home = env.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return CallbackSettings(
+        base_url=_callback_base_url(env.get(CALLBACK_BASE_URL_ENV, "")),
+        store_url=env.get(CALLBACK_STORE_ENV, "").strip()
+        or f"sqlite:///{Path(home).resolve() / CALLBACK_STORE_FILE}",
+        ttl=seconds(CALLBACK_TTL_ENV, DEFAULT_CALLBACK_TTL, env),
+        max_body=positive_int(CALLBACK_MAX_BODY_ENV, DEFAULT_CALLBACK_MAX_BODY, env),
+        conn_id=env.get(CALLBACK_CONN_ID_ENV, "").strip() or "twilio_default",
+        grace=seconds(CALLBACK_GRACE_ENV, DEFAULT_CALLBACK_GRACE, env),
+        poke_interval=seconds(CALLBACK_POKE_INTERVAL_ENV, DEFAULT_CALLBACK_POKE_INTERVAL, env),
+    )

@@ -213,6 +213,8 @@ class Topology:
     client: AirflowClient
     sandbox: Any
     workers: dict[str, Worker] = field(default_factory=dict)
+    # The status-callback store every component shares (a key prefix in the broker's Redis DB).
+    callback_store: str = ""
 
     def kill_worker(self, name: str) -> int:
         """SIGKILL everything the worker runs, as when its machine or container dies; returns the count.
@@ -319,9 +321,14 @@ def celery_topology(
     # Explicit driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed.
     result_backend = "db+" + postgres_url
     started = time.monotonic()
+    # Callbacks on, as in docker-compose.yaml: the sandbox calls the api-server's receiver, which stores in
+    # Redis, where workers and the triggerer read.
+    api_port = free_port()
+    callback_store = f"{redis_url}?prefix=twilio-callbacks"
     with run_sandbox(*SANDBOX_FLAGS) as sandbox:
         stack = AirflowStack(
             home,
+            api_port=api_port,
             executor="CeleryExecutor",
             sql_alchemy_conn=postgres_url,
             components=DEFAULT_COMPONENTS,
@@ -334,6 +341,8 @@ def celery_topology(
                 # One storage both workers (and the api-server) see: here a shared folder on this host; on
                 # several hosts an s3:// or gs:// bucket (docker-compose.yaml mounts a shared volume).
                 "TWILIO_STORAGE": f"file://{home / 'shared-storage'}",
+                "TWILIO_CALLBACK_BASE_URL": f"http://127.0.0.1:{api_port}",
+                "TWILIO_CALLBACK_STORE": callback_store,
                 **TEST_ENV,
             },
             log=lambda text: print(f"[celery stack] {text}", flush=True),
@@ -341,7 +350,9 @@ def celery_topology(
         topology: Topology | None = None
         try:
             stack.start(wait_for_dags=[WORKFLOW_DAG, BATCH_DAG])
-            topology = Topology(stack=stack, client=stack.client(), sandbox=sandbox)
+            topology = Topology(
+                stack=stack, client=stack.client(), sandbox=sandbox, callback_store=callback_store
+            )
             for name in WORKERS:
                 topology.workers[name] = _start_worker(stack, name)
             _wait_workers_ready(topology)

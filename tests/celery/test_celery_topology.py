@@ -363,3 +363,49 @@ def test_batch_of_500_survives_a_worker_kill_without_duplicates(celery_topology:
     METRICS["batch end to end"] = f"{BATCH_SIZE / wall:.1f} messages/s"
     METRICS["kill to all messages sent"] = f"{all_sent_at - killed['at']:.1f} s"
     _print_metrics()
+
+
+def test_status_callback_receiver_on_the_api_server_writes_the_shared_store(
+    celery_topology: Topology,
+) -> None:
+    """Twilio's callbacks reach the api-server's receiver, which checks them with the connection's token
+    (read from Airflow as the api-server reads it) and writes the Redis store the workers read."""
+    import uuid
+
+    import httpx
+    from twilio.request_validator import RequestValidator
+
+    from twilio_messaging.callbacks.store import store_from_url
+
+    topology = celery_topology
+    url = topology.stack.base_url + "/twilio-messages/status-callback"
+    validator = RequestValidator(topology.sandbox.auth_token)
+    sid = "SM" + uuid.uuid4().hex
+    store = store_from_url(topology.callback_store, 3600)
+
+    def post(status: str, *, signed: bool = True, token: str | None = None) -> int:
+        form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": topology.sandbox.account_sid}
+        headers = {"I-Twilio-Idempotency-Token": token or uuid.uuid4().hex}
+        if signed:
+            headers["X-Twilio-Signature"] = validator.compute_signature(url, form)
+        return httpx.post(url, data=form, headers=headers, timeout=30, trust_env=False).status_code
+
+    assert post("delivered", signed=False) == 403
+    assert store.get(sid) is None
+    assert post("delivered", token="t-1") == 204
+    assert post("sent") == 204  # late and out of order
+    assert post("failed", token="t-1") == 204  # a replay of t-1: acknowledged, ignored
+    assert store.get(sid).status == "delivered"
+
+    # End to end: the sandbox calls the api-server back; checkStatus on a worker reads Redis, not Twilio.
+    fetches = topology.sandbox.stats()["requests"]["fetch"]
+    run_id = f"celery_callbacks_{int(time.time())}"
+    topology.client.trigger(
+        WORKFLOW_DAG, {"to": "+15550219999", "from": FROM, "body": "by callback"}, run_id=run_id
+    )
+    result = topology.client.wait_for_run(WORKFLOW_DAG, run_id, timeout=RUN_TIMEOUT, interval=1.0)
+    assert result.state == "success" and result.task_state("delivered") == "success"
+    [message] = [m for m in topology.sandbox.messages() if m["body"] == "by callback"]
+    assert store.get(message["sid"]).status == "delivered"
+    assert topology.sandbox.stats()["requests"]["fetch"] == fetches  # no status request: the callback did it
+    store.close()

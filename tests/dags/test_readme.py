@@ -14,6 +14,7 @@ def test_readme_examples_are_the_tested_dag_files():
     assert set(examples) == {
         "dags/example_twilio_send_message.py",
         "dags/example_twilio_message_status.py",
+        "dags/example_twilio_deferrable_status.py",
         "dags/example_twilio_notifier.py",
     }
     for path, code in examples.items():

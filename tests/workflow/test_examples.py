@@ -71,3 +71,25 @@ def test_notifier_example_sends_once_on_failure_and_nothing_on_success(sandbox):
     assert len(task_alerts) == 1, bodies
     assert f"run {run.run_id}" in task_alerts[0] and "/dags/example_twilio_notifier/runs/" in task_alerts[0]
     assert len(bodies) == len(set(bodies)), bodies  # never the same notification twice
+
+
+def test_deferrable_status_example(sandbox, monkeypatch, tmp_path):
+    from twilio_messaging.triggers.twilio import TwilioMessageStatusTrigger
+
+    monkeypatch.setenv("TWILIO_CALLBACK_STORE", f"sqlite:///{tmp_path / 'callbacks.sqlite3'}")
+    waited: list[str] = []
+    run_trigger = TwilioMessageStatusTrigger.run
+
+    def recorded(self):
+        waited.append(self.message_sid)
+        return run_trigger(self)
+
+    monkeypatch.setattr(TwilioMessageStatusTrigger, "run", recorded)
+    dag = load("example_twilio_deferrable_status")
+    dag.get_task("wait").poke_interval = 0.2  # the trigger's backup poll, short for the test (no receiver)
+    run = dag.test()
+
+    assert run.state == "success"
+    [message] = sandbox.messages()
+    assert waited == [message["sid"]]  # the wait ran in the trigger
+    assert xcom(run, "wait") == {"status": "delivered", "errorCode": None, "errorMessage": None}

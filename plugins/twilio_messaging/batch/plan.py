@@ -64,9 +64,9 @@ def sender_from_params(params: Mapping[str, Any], settings: BatchSettings) -> Se
     service = params.get("messagingServiceSid") or None
     if from_ is None and service is None:
         from_ = settings.default_from
-    return Sender(
-        from_=from_, messaging_service_sid=service, status_callback=params.get("statusCallback") or None
-    )
+    # The run's own statusCallback wins; else the receiver, when callbacks are on.
+    callback = params.get("statusCallback") or settings.status_callback
+    return Sender(from_=from_, messaging_service_sid=service, status_callback=callback)
 
 
 def concurrency_from_params(params: Mapping[str, Any], settings: BatchSettings) -> int:

@@ -39,6 +39,7 @@ from twilio_messaging.batch.records import (
 )
 from twilio_messaging.batch.sweep import ListWindow, SweepResult, sweep, worth_listing
 from twilio_messaging.batch.throttle import run_workers, throttled_client
+from twilio_messaging.callbacks.tracking import final_from_callbacks, needs_fetch
 from twilio_messaging.client import AsyncTwilioClient
 from twilio_messaging.connection import TwilioConnection
 from twilio_messaging.contract import DELIVERED, FAILED, REJECTED, UNCONFIRMED
@@ -239,6 +240,19 @@ def write_tracked(layout: RunLayout, chunk: int, records: Iterable[MessageRecord
             out.write(jsonl(record))
 
 
+def _take_callbacks(chunk: int, records: Sequence[MessageRecord], store: TrackStore) -> set[str]:
+    """Record the final statuses called back for the chunk's pending messages; return the pending SIDs
+    with no final callback (a failure called back stays pending, to be fetched at once for its text)."""
+    known = store.load()
+    called_back = final_from_callbacks(pending_sids(records, known))
+    taken = {sid: [u.status, u.error_code, None] for sid, u in called_back.items() if not needs_fetch(u)}
+    if taken:
+        known.update(taken)
+        store.save(known)
+        log.info("Chunk %s: %d final statuses from status callbacks", chunk, len(taken))
+    return set(pending_sids(records, known)) - called_back.keys()
+
+
 def track_poke(
     sent: SendCounts,
     settings: BatchSettings,
@@ -249,8 +263,10 @@ def track_poke(
 ) -> tuple[bool, TrackCounts | None]:
     """One poke of a chunk's tracking: ``(done, xcom_value)``. State lives in ``tracking/`` in storage.
 
-    No fetch before ``first_fetch_after`` has passed since sending; after ``status_timeout`` the chunk is
-    done and messages still in flight are unconfirmed.
+    With callbacks on, every poke first takes the final statuses the callback store holds (a failure's is
+    left to the fetch, for Twilio's error text); Twilio is asked for the rest only once ``callback_grace``
+    has passed since sending. No fetch before ``first_fetch_after`` has passed since sending; after
+    ``status_timeout`` the chunk is done and messages still in flight are unconfirmed.
     """
     chunk = sent["chunk"]
     now = now or datetime.now(UTC)
@@ -264,12 +280,19 @@ def track_poke(
         final = [final_record(record) for record in records]
         write_tracked(layout, chunk, final)
         return True, _track_counts(chunk, final)
-    if age < settings.first_fetch_after:
+    first_fetch_after = settings.first_fetch_after
+    if settings.callback_grace is not None:
+        unheard = _take_callbacks(chunk, records, store)
+        if not pending_sids(records, store.load()):
+            final = [final_record(record) for record in apply_known(records, store.load())]
+            write_tracked(layout, chunk, final)
+            store.clear()
+            return True, _track_counts(chunk, final)
+        if unheard:  # else only called-back failures are left: fetch their texts now
+            first_fetch_after = max(first_fetch_after, settings.callback_grace)
+    if age < first_fetch_after:
         log.info(
-            "Chunk %s was sent %.0f s ago; first status fetch after %.0f s",
-            chunk,
-            age,
-            settings.first_fetch_after,
+            "Chunk %s was sent %.0f s ago; first status fetch after %.0f s", chunk, age, first_fetch_after
         )
         return False, None
     final_poke = age >= settings.status_timeout

@@ -11,14 +11,21 @@ from airflow.providers.http.sensors.http import HttpSensor
 from airflow.sdk import PokeReturnValue, XComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
+from twilio_messaging.callbacks.tracking import final_from_callbacks, needs_fetch, poll_due
 from twilio_messaging.errors import TwilioConfigError
 from twilio_messaging.forms import message_path, parse_twilio_date
 from twilio_messaging.hooks.twilio import TwilioHook
 from twilio_messaging.outputs import TIMELINE_FILE, TIMELINE_XCOM, StatusReport, status_report
 from twilio_messaging.retry import TRANSIENT_STATUS_CODES
-from twilio_messaging.settings import DEFAULT_MAX_WAIT, DEFAULT_POKE_INTERVAL, DEFAULT_STATUS_TIMEOUT
+from twilio_messaging.settings import (
+    DEFAULT_CALLBACK_GRACE,
+    DEFAULT_MAX_WAIT,
+    DEFAULT_POKE_INTERVAL,
+    DEFAULT_STATUS_TIMEOUT,
+)
 from twilio_messaging.statuses import is_terminal
 from twilio_messaging.timeline import StatusObservation, append_observation, observation, timeline_path
+from twilio_messaging.triggers.twilio import TwilioMessageStatusTrigger
 from twilio_messaging.validation import InvalidInput, validate_account_sid, validate_message_sid
 
 if TYPE_CHECKING:
@@ -57,6 +64,14 @@ class TwilioMessageStatusSensor(HttpSensor):
     :param timeline_file: the timeline's file name in the run's storage folder; give each sensor its own
         when one run tracks several messages, or None to keep no timeline.
     :param extra_options: HttpSensor's options for the request (``timeout``, ``verify``, ...).
+    :param callbacks: read the status-callback store before asking Twilio (``twilio_messaging.callbacks``):
+        a final status called back ends the wait without a request (a failure is fetched once for Twilio's
+        error text, so the report is the same as polling's); none yet within ``callback_grace`` seconds of
+        ``sent_at``, the poke asks nothing; after it, pokes fetch as without callbacks.
+    :param callback_grace: see ``callbacks``.
+    :param deferrable: wait in the triggerer instead (``TwilioMessageStatusTrigger``: woken by a callback,
+        polling at ``poke_interval`` backing off to ``max_wait`` as the backup), holding no worker slot and
+        not rescheduled, so apache/airflow#71172 cannot hit it. For thousands of waits at once.
 
     Defaults suit production: ``mode="reschedule"`` (no worker slot held between pokes), 60 s pokes
     (``poke_interval``) backing off exponentially to 15 min (``max_wait``), for at most 24 h (``timeout``)
@@ -82,6 +97,9 @@ class TwilioMessageStatusSensor(HttpSensor):
         exponential_backoff: bool = True,
         max_wait: float | timedelta = DEFAULT_MAX_WAIT,
         extra_options: dict[str, Any] | None = None,
+        callbacks: bool = False,
+        callback_grace: float = DEFAULT_CALLBACK_GRACE,
+        deferrable: bool = False,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("response_check") is not None:
@@ -107,6 +125,10 @@ class TwilioMessageStatusSensor(HttpSensor):
         self.sent_at = sent_at
         self.twilio_conn_id = twilio_conn_id
         self.timeline_file = timeline_file
+        self.callbacks = callbacks
+        self.callback_grace = callback_grace
+        # HttpSensor's own deferral (its HTTP trigger) stays off: this flag defers to the Twilio trigger.
+        self.deferrable = deferrable
         self._unusable: Exception | None = None
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
@@ -133,6 +155,52 @@ class TwilioMessageStatusSensor(HttpSensor):
             tcp_keep_alive_interval=self.tcp_keep_alive_interval,
         )
 
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        if self._unusable is not None:
+            raise AirflowFailException(str(self._unusable))
+        sent_at = self._sent_at()
+        started = sent_at or datetime.now(UTC)
+        max_wait = self.max_wait.total_seconds() if isinstance(self.max_wait, timedelta) else self.max_wait
+        self.defer(
+            trigger=TwilioMessageStatusTrigger(
+                str(self.message_sid),
+                account_sid=str(self.account_sid) if self.account_sid else None,
+                twilio_conn_id=self.twilio_conn_id,
+                deadline=started.timestamp() + self.timeout,
+                poll_interval=self.poke_interval,
+                max_poll_interval=max_wait or self.poke_interval,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(  # type: ignore[override]  # returns the report, as a poke's PokeReturnValue does
+        self, context: Context, event: dict[str, Any] | None = None
+    ) -> StatusReport:
+        """The trigger's event: the report, as a poke would have published it."""
+        event = event or {"status": "error", "error": "the trigger sent no event"}
+        if event.get("status") == "error":
+            raise AirflowException(f"Tracking message {self.message_sid} failed: {event.get('error')}")
+        report = status_report(event["message"])
+        timeline = self._record(context, report)
+        context["ti"].xcom_push(key=TIMELINE_XCOM, value=timeline)
+        self.log.info("Message %s status: %s (%s)", self.message_sid, report["status"], event.get("source"))
+        if event.get("status") == "timeout":
+            raise AirflowSensorTimeout(
+                f"Message status is still '{report['status']}' {self.timeout:.0f} s after sending; giving up"
+            )
+        return report
+
+    def _sent_at(self) -> datetime | None:
+        # Rendered by now: a string (or None), no longer an XComArg.
+        if not isinstance(self.sent_at, str) or not self.sent_at:
+            return None
+        try:
+            return datetime.fromisoformat(self.sent_at)
+        except ValueError:
+            return None
+
     def poke(self, context: Context) -> bool | PokeReturnValue:
         # HttpSensor.poke's request and allowlist, with the TwilioHook it cannot be given: it builds a plain
         # HttpHook from the conn id, which knows nothing of the twilio connection type's defaults. It also
@@ -141,6 +209,19 @@ class TwilioMessageStatusSensor(HttpSensor):
         # the context as it is instead.
         if self._unusable is not None:
             raise AirflowFailException(str(self._unusable))
+        if self.callbacks:
+            sid = str(self.message_sid)
+            called_back = final_from_callbacks([sid]).get(sid)
+            if called_back is not None and not needs_fetch(called_back):
+                self.log.info("Message %s: final status called back", sid)
+                return self.check_message(called_back.as_message(), context)
+            if called_back is None and not poll_due(self._sent_at(), self.callback_grace):
+                self.log.info(
+                    "Message %s: no final status called back yet; Twilio is asked from %.0f s after sending",
+                    sid,
+                    self.callback_grace,
+                )
+                return False
         self.log.info("Poking: %s", self.endpoint)
         try:
             response = self.hook.run(
@@ -162,16 +243,17 @@ class TwilioMessageStatusSensor(HttpSensor):
 
         Every status is appended to the timeline; past the deadline (counted from the send) it gives up.
         """
-        message = response.json()
+        return self.check_message(response.json(), context)
+
+    def check_message(self, message: dict[str, Any], context: Context) -> bool | PokeReturnValue:
+        """Done (with the report) once the message resource's status is final; past the deadline, give up."""
         report = status_report(message)
         timeline = self._record(context, report)
         self.log.info("Message %s status: %s", self.message_sid, report["status"])
         if is_terminal(report["status"]):
             context["ti"].xcom_push(key=TIMELINE_XCOM, value=timeline)
             return PokeReturnValue(is_done=True, xcom_value=report)
-        # Rendered by now: a string (or None), no longer an XComArg.
-        sent_at = self.sent_at if isinstance(self.sent_at, str) and self.sent_at else None
-        sent_at = sent_at or _iso(parse_twilio_date(message.get("date_created")))
+        sent_at = _iso(self._sent_at() or parse_twilio_date(message.get("date_created")))
         if past_deadline(sent_at, self.timeout):
             context["ti"].xcom_push(key=TIMELINE_XCOM, value=timeline)
             raise AirflowSensorTimeout(

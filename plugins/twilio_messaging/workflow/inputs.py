@@ -111,11 +111,16 @@ class SendMessageFromParams(TwilioSendMessageOperator):
     messagingServiceSid.
 
     :param default_sender: the trigger form's default ``from`` (the DAG reads $TWILIO_DEFAULT_FROM).
+    :param default_status_callback: the ``statusCallback`` when the run gives none: the status-callback
+        receiver when callbacks are on (the DAG reads $TWILIO_CALLBACK_BASE_URL).
     """
 
-    def __init__(self, *, default_sender: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, default_sender: str | None = None, default_status_callback: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.default_sender = default_sender
+        self.default_status_callback = default_status_callback
 
     def message_inputs(self, context: Context) -> dict[str, Any]:
         """The message's fields under their workflow names: the arguments, else the params."""
@@ -124,6 +129,8 @@ class SendMessageFromParams(TwilioSendMessageOperator):
         for attribute, name in INPUT_NAMES.items():
             value = getattr(self, attribute)
             inputs[name] = params.get(name) if value is None else value
+        if not inputs.get("statusCallback") and self.default_status_callback:
+            inputs["statusCallback"] = self.default_status_callback
         return inputs
 
     def _declared_params(self, context: Context) -> set[str]:

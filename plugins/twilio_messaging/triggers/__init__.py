@@ -1,0 +1,1 @@
+"""Triggers (run by Airflow's triggerer) of the Twilio provider."""

@@ -20,6 +20,10 @@ Environment:
     TWILIO_STATUS_TIMEOUT                           timeout; real Twilio: 10 s, 30 s, 600 s)
     TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,          real Twilio instead of the sandbox; the token is passed to
     TWILIO_FROM, TWILIO_TO                          Airflow only through the twilio_default connection
+    TWILIO_CALLBACK_BASE_URL                        where status callbacks go (the api-server's receiver);
+                                                    default with the sandbox: http://127.0.0.1:AIRFLOW_PORT
+                                                    (callbacks on); with real Twilio: none (callbacks off,
+                                                    Twilio cannot reach 127.0.0.1; give a public URL)
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ class Settings:
         self.poke_interval = env.get("TWILIO_POKE_INTERVAL") or ("10" if self.real else "3")
         self.max_wait = env.get("TWILIO_MAX_WAIT") or ("30" if self.real else "6")
         self.status_timeout = env.get("TWILIO_STATUS_TIMEOUT") or ("600" if self.real else "240")
+        # Push first: the sandbox calls the api-server's receiver on loopback; real Twilio needs a public URL.
+        local_receiver = f"http://127.0.0.1:{self.airflow_port}"
+        given = env.get("TWILIO_CALLBACK_BASE_URL")  # set but empty: callbacks off
+        self.callback_base_url = given if given is not None else ("" if self.real else local_receiver)
         # Airflow's own setting, honoured: PostgreSQL for a stack that several people click at once.
         self.database = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or None
 
@@ -175,6 +183,7 @@ def build_stack(settings: Settings, home: Path) -> AirflowStack:
             "TWILIO_BATCH_STATUS_TIMEOUT": settings.status_timeout,
             # The trigger form's `from` default, so the form is complete as offered.
             "TWILIO_DEFAULT_FROM": settings.from_,
+            "TWILIO_CALLBACK_BASE_URL": settings.callback_base_url,
         },
         log=lambda text: say(f"  {text}"),
     )

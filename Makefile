@@ -10,7 +10,7 @@ PIP_FLAGS := --disable-pip-version-check -q
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt requirements-celery.txt constraints.txt plugins/pyproject.toml | cksum | cut -d' ' -f1)
 
 SANDBOX_PORT ?= 8099
-# Where `make dist` writes the wheel and sdist (tests/dist builds into a temporary folder through it).
+# Where `make dist` writes the wheel and sdist (tests/packaging builds into a temporary folder through it).
 DIST ?= dist
 PYTEST_ARGS ?=
 SANDBOX_ARGS ?=

@@ -61,5 +61,5 @@ def get_provider_info() -> dict[str, Any]:
         # No "plugins" here: the Messages plugin is registered by the `airflow.plugins` entry point, the one
         # way Airflow loads it by default ([core] lazy_discover_providers = True never loads provider-info
         # plugins). Listed here too, it would load twice when that option is False, and Airflow would report
-        # the second as a plugin import error ("already registered"); tests/dist checks that it is not.
+        # the second as a plugin import error ("already registered"); tests/packaging checks that it is not.
     }

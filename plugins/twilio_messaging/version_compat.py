@@ -12,7 +12,7 @@ from packaging.version import Version
 
 # Airflow 3.2 (task SDK 1.2) brought what the package imports from the task SDK: airflow.sdk.configuration
 # and the exceptions in airflow.sdk.exceptions. The Messages tab's external_views need only 3.1.
-# Keep equal to the `apache-airflow>=` requirement in plugins/pyproject.toml (tests/dist checks both).
+# Keep equal to the `apache-airflow>=` requirement in plugins/pyproject.toml (tests/packaging checks both).
 MIN_AIRFLOW_VERSION = "3.2.0"
 
 

@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.dist.conftest import REPO, Dist
+from tests.packaging.conftest import REPO, Dist
 from twilio_messaging.settings import API_POOL
 from twilio_messaging.version_compat import MIN_AIRFLOW_VERSION
 

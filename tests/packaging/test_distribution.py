@@ -14,8 +14,8 @@ from email.parser import Parser
 import pytest
 
 import twilio_messaging
-from tests.dist.compat import json_listing
-from tests.dist.conftest import REPO, Dist
+from tests.packaging.compat import json_listing
+from tests.packaging.conftest import REPO, Dist
 from twilio_messaging import version_compat
 from twilio_messaging.version_compat import MIN_AIRFLOW_VERSION, AirflowTooOld, check_airflow_version
 

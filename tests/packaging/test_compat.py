@@ -2,7 +2,7 @@
 
 For the oldest supported Airflow (twilio_messaging.version_compat.MIN_AIRFLOW_VERSION, the floor in the
 wheel's metadata) and the one this project pins, the wheel is installed outside the checkout
-(tests/dist/compat.py). There, the example DAGs and the workflow DAG run with ``dag.test`` against the
+(tests/packaging/compat.py). There, the example DAGs and the workflow DAG run with ``dag.test`` against the
 sandbox (started from the checkout: it is not part of the wheel), the Airflow CLI lists the provider, its
 connection type and the plugin, and a real api-server serves the Messages tab of the runs.
 """
@@ -22,8 +22,8 @@ import pytest
 
 from sandbox.testing import run_sandbox
 from scripts.airflow_stack import AirflowStack
-from tests.dist.compat import REPO, CompatVenv, clean_env, compat_venv, json_listing, newest_airflow, run
-from tests.dist.conftest import Dist
+from tests.packaging.compat import REPO, CompatVenv, clean_env, compat_venv, json_listing, newest_airflow, run
+from tests.packaging.conftest import Dist
 from twilio_messaging.version_compat import MIN_AIRFLOW_VERSION
 
 PACKAGE = "airflow-provider-twilio-messaging"

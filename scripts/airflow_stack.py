@@ -139,7 +139,7 @@ class AirflowStack:
         self.pools = dict(pools) if pools is not None else {"twilio_api": 50}
         self.fast_parsing = fast_parsing
         self.extra_env = dict(extra_env or {})
-        # The interpreter whose Airflow runs (tests/packaging runs the api-server of a clean venv with the wheel).
+        # The interpreter whose Airflow runs (tests/packaging starts the api-server of a clean venv).
         self.python = str(python)
         self.log = log
         self.pid_dir = self.home / "pids"

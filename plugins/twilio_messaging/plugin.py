@@ -12,6 +12,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from twilio_messaging.ui.app import URL_PREFIX, app
+from twilio_messaging.ui.trigger_guard import TriggerConfGuard
 
 PLUGIN_NAME = "twilio_messages"
 TAB_HREF = URL_PREFIX.lstrip("/") + "/dags/{DAG_ID}/runs/{RUN_ID}/"
@@ -20,6 +21,10 @@ TAB_HREF = URL_PREFIX.lstrip("/") + "/dags/{DAG_ID}/runs/{RUN_ID}/"
 class TwilioMessagesPlugin(AirflowPlugin):
     name = PLUGIN_NAME
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Twilio Messages"}]  # noqa: RUF012
+    # A conf Airflow 3.3.2 cannot answer for (a lone surrogate) is refused with a 400 naming the field.
+    fastapi_root_middlewares = [  # noqa: RUF012
+        {"middleware": TriggerConfGuard, "args": [], "kwargs": {}, "name": "Twilio trigger conf guard"}
+    ]
     external_views = [  # noqa: RUF012
         {
             "name": "Messages",

@@ -420,7 +420,10 @@ def table_page(
 
     The first request starts the index build in the background. A sort or filter asked for before the
     index is ready waits up to ``wait`` seconds for it, then gets page one with ``building`` set (the
-    page says so and reloads itself), instead of holding the request for the whole build.
+    page says so and reloads itself), instead of holding the request for the whole build. That page is in
+    report order and its ``query`` says so (``sort="row"``): a page is either fully sorted or not at all.
+    Which of the two a request gets depends on time: the child process imports Airflow before it builds,
+    which on a loaded machine takes longer than ``wait`` even for a small report.
     """
     query = query.within(total)
     index = ReportIndex(path, fmt, key)

@@ -8,7 +8,8 @@ scripts/airflow_stack.py) with the production poke interval (``TWILIO_POKE_INTER
 
 - ``polling``: callbacks off (the baseline);
 - ``callbacks``: ``TWILIO_CALLBACK_BASE_URL`` set to the api-server: sendMessage asks the sandbox to call the
-  receiver, checkStatus reads the store (first poke after 5 s, ``TWILIO_CALLBACK_POKE_INTERVAL``).
+  receiver, checkStatus reads the store (poke interval ``TWILIO_CALLBACK_POKE_INTERVAL``, 2 s by default;
+  ``--callback-poke-intervals`` adds configurations with other values).
 
 It keeps ``--in-flight`` runs going until ``--runs`` have finished and reports the time from each message's
 final status (its creation + 3 s; the sandbox's ``date_created`` has whole seconds) to its run's end (median

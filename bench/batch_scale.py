@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.batch_scale                    # N = 100,000 (about 10 minutes on 2 idle cores)
     .venv/bin/python -m bench.batch_scale --sizes 100000 1000000 --naive-n 20
     .venv/bin/python -m bench.batch_scale --sizes 2000       # smoke run
+    .venv/bin/python -m bench.batch_scale --modes polling callbacks --naive-n 0   # status callbacks too
 
 Same set-up as ``bench/batch_throughput.py``: ``dag.test`` in this process (one task at a time) against the
 sandbox at 50 ms latency with a concurrency limit of C = 50, so no client creates more than 1,000 msg/s.
@@ -14,6 +15,12 @@ the process, so this includes their baseline, printed too), XCom bytes in total 
 metadata DB growth, storage bytes of the run folder, status fetches per message, task instances, and the
 data one send_chunk reads (its XCom argument and its manifest). A naive DAG (one task pair per recipient)
 runs at a small N in the same process for the ratio.
+
+``--modes polling callbacks`` runs each size twice: as above (polling: list pages and fetches), then with
+status callbacks on: the sandbox calls the receiver (the plugin's app served by uvicorn in its own process,
+as on the api-server, with the default SQLite store) and tracking reads the store, asking Twilio only for
+what no final callback covers (and the failures' error texts). It reports the status requests to Twilio per
+message (fetches + list pages, from the sandbox's stats) and the summary, which must equal polling's.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,11 +144,40 @@ def folder_bytes(folder: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
-def scale_run(sb: Any, n: int, home: Path, log: Path, meter: PhaseMeter) -> dict[str, Any]:
-    from twilio_messaging.batch.layout import RunLayout
+@contextlib.contextmanager
+def callbacks_on(sb: Any, home: Path, n: int) -> Iterator[None]:
+    """Status callbacks for the batch: the receiver in its own process, its store read by the tracking."""
+    from bench.callbacks_throughput import PATH, start_receiver
+
+    store = f"sqlite:///{home / f'callbacks-{n}-{time.time_ns()}.sqlite3'}"
+    proc, url = start_receiver(store, str(home), token=sb.auth_token, account=sb.account_sid)
+    os.environ.update(TWILIO_CALLBACK_BASE_URL=url.removesuffix(PATH), TWILIO_CALLBACK_STORE=store)
+    try:
+        yield
+    finally:
+        for name in ("TWILIO_CALLBACK_BASE_URL", "TWILIO_CALLBACK_STORE"):
+            os.environ.pop(name, None)
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def scale_run(
+    sb: Any, n: int, home: Path, log: Path, meter: PhaseMeter, callbacks: bool = False
+) -> dict[str, Any]:
 
     sb.reset()
     sb.set_faults(**FAULTS)
+    if callbacks:
+        with callbacks_on(sb, home, n):
+            result = _scale_run(sb, n, home, log, meter)
+        result["callbacks"] = sb.stats().get("callbacks", {})
+        return result
+    return _scale_run(sb, n, home, log, meter)
+
+
+def _scale_run(sb: Any, n: int, home: Path, log: Path, meter: PhaseMeter) -> dict[str, Any]:
+    from twilio_messaging.batch.layout import RunLayout
+
     data = home / "data"
     data.mkdir(exist_ok=True)
     source = data / f"recipients_{n}.csv"
@@ -206,7 +242,8 @@ def scale_run(sb: Any, n: int, home: Path, log: Path, meter: PhaseMeter) -> dict
         "limit_seconds": n / PHYSICAL_LIMIT,
         "source_bytes": source_bytes,
         "chunks": summary["chunks"], "chunk_size": summary["chunk_size"],
-        "delivered": summary["delivered"], "to_send": summary["to_send"], "created": created,
+        "delivered": summary["delivered"], "failed": summary["failed"], "to_send": summary["to_send"],
+        "created": created, "fetches": stats["requests"]["fetch"],
         "fetch_per_message": stats["requests"]["fetch"] / max(1, created),
         "list_pages": stats["requests"]["list"],
         "tracking_requests_per_message": (stats["requests"]["fetch"] + stats["requests"]["list"])
@@ -233,7 +270,7 @@ def scale_run(sb: Any, n: int, home: Path, log: Path, meter: PhaseMeter) -> dict
 def print_rows(result: dict[str, Any]) -> None:
     n = result["n"]
     mib = result["phase_peak_mib"]
-    print(f"\nN = {n:,}: {result['state']}, {result['run_seconds']:.0f} s end to end "
+    print(f"\nN = {n:,} ({result['mode']}): {result['state']}, {result['run_seconds']:.0f} s end to end "
           f"(limit {result['limit_seconds']:.0f} s: {result['run_seconds'] / result['limit_seconds']:.2f}x), "
           f"{result['chunks']} chunks of {result['chunk_size']}")  # fmt: skip
     print("| phase | span s | TI s | in code s | calls | peak RSS MiB |")
@@ -261,6 +298,9 @@ def print_rows(result: dict[str, Any]) -> None:
           f"+ {result['list_pages']} list pages = {result['tracking_requests_per_message']:.3f} status "
           f"requests/message; "
           f"task instances {result['tis']}")  # fmt: skip
+    print(f"summary: {result['to_send']:,} to send, {result['delivered']:,} delivered, {result['failed']:,} "
+          f"failed; {result['fetches']:,} fetches + {result['list_pages']:,} list pages"
+          + (f"; callbacks {result['callbacks']}" if "callbacks" in result else ""))  # fmt: skip
     reads = result["send_chunk_reads"]
     print(f"one send_chunk reads {reads['xcom_refs_bytes'] / 1024:.0f} KiB of XCom (all chunk references) + "
           f"{reads['manifest_bytes_mean'] / 1024:.0f} KiB of manifest (its chunk)", flush=True)  # fmt: skip
@@ -272,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     parser.add_argument("--naive-n", type=int, default=20, help="recipients in the naive run (0: none)")
+    parser.add_argument(
+        "--modes", nargs="+", choices=("polling", "callbacks"), default=["polling"],
+        help="how messages are tracked: polling (default), callbacks (status callbacks to the receiver)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     home = Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -298,11 +342,12 @@ def main(argv: list[str] | None = None) -> int:
             per_1000 = naive["run_seconds"] / naive["n"] * 1000
             print(f"naive N={naive['n']}: {naive['run_seconds']:.1f} s end to end, {naive['tis']} task "
                   f"instances, {per_1000:.0f} s per 1,000", flush=True)  # fmt: skip
-        for n in args.sizes:
+        for n, mode in ((n, mode) for n in args.sizes for mode in args.modes):
             ceiling = raw_send(sb, 10_000)  # what bare httpx gets from this machine right now, for the ratio
             share = ceiling["rate"] / PHYSICAL_LIMIT
             print(f"bare httpx now: {ceiling['rate']:.0f} msg/s ({share:.0%} of the limit)", flush=True)
-            result = scale_run(sb, n, home, log, meter)
+            result = scale_run(sb, n, home, log, meter, callbacks=mode == "callbacks")
+            result["mode"] = mode
             result["bare_httpx_rate"] = ceiling["rate"]
             result["load_after"] = os.getloadavg()
             results["scale"].append(result)

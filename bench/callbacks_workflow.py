@@ -8,7 +8,8 @@ scripts/airflow_stack.py) with the production poke interval (``TWILIO_POKE_INTER
 
 - ``polling``: callbacks off (the baseline);
 - ``callbacks``: ``TWILIO_CALLBACK_BASE_URL`` set to the api-server: sendMessage asks the sandbox to call the
-  receiver, checkStatus reads the store (first poke after 5 s, ``TWILIO_CALLBACK_POKE_INTERVAL``).
+  receiver, checkStatus reads the store (poke interval ``TWILIO_CALLBACK_POKE_INTERVAL``, 2 s by default;
+  ``--callback-poke-intervals`` adds configurations with other values).
 
 It keeps ``--in-flight`` runs going until ``--runs`` have finished and reports the time from each message's
 final status (its creation + 3 s; the sandbox's ``date_created`` has whole seconds) to its run's end (median
@@ -48,22 +49,38 @@ class Figures:
     requests_per_run: float
     wrong: int
     load: str
+    # Medians of the steps after the final status: to checkStatus' end (the poke that saw it), then to
+    # routeByStatus' end, then to the run's end (the end task and the run's own bookkeeping).
+    to_check_end_s: float = 0.0
+    check_to_route_end_s: float = 0.0
+    route_to_run_end_s: float = 0.0
 
     def line(self) -> str:
         return (
             f"{self.name:<10} runs {self.runs}: final status -> run end median {self.median_s:.1f} s, "
             f"p90 {self.p90_s:.1f} s; checkStatus try 2 in {self.try2} runs; {self.requests_per_run:.2f} "
-            f"status requests per run; wrong {self.wrong}; load {self.load}"
+            f"status requests per run; wrong {self.wrong}; load {self.load}; steps (medians): final -> "
+            f"checkStatus end {self.to_check_end_s:.1f} s, -> routeByStatus end "
+            f"{self.check_to_route_end_s:.1f} s, -> run end {self.route_to_run_end_s:.1f} s"
         )
 
 
-def measure(name: str, runs: int, in_flight: int, callbacks: bool) -> Figures:
+def _at(value: object) -> float:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def measure(
+    name: str, runs: int, in_flight: int, callbacks: bool, poke_interval: float | None, extra: dict[str, str]
+) -> Figures:
     load_before = os.getloadavg()[0]
     tag = f"cbwf {time.time():.0f} {name}"
     api_port = free_port()
     env = {"TWILIO_POKE_INTERVAL": "60", "TWILIO_MAX_WAIT": "900", "TWILIO_STATUS_TIMEOUT": "900"}
     if callbacks:
         env["TWILIO_CALLBACK_BASE_URL"] = f"http://127.0.0.1:{api_port}"
+        if poke_interval is not None:  # else the production default
+            env["TWILIO_CALLBACK_POKE_INTERVAL"] = f"{poke_interval:g}"
+    env.update(extra)
     with (
         tempfile.TemporaryDirectory(prefix="cbwf-") as tmp,
         run_sandbox("--step-delay", str(STEP_DELAY), "--jitter", "0") as sb,
@@ -103,10 +120,15 @@ def measure(name: str, runs: int, in_flight: int, callbacks: bool) -> Figures:
             messages = {m["body"].rsplit("#", 1)[1]: m for m in sb.messages() if m["body"].startswith(tag)}
             fetches = sb.stats()["requests"]["fetch"]
     latencies = []
+    steps: list[tuple[float, float, float]] = []
     for result in results:
         message = messages[str(int(result.run_id.rsplit("_", 1)[1]))]
         final_at = parsedate_to_datetime(message["date_created"]).timestamp() + FINAL_AFTER
-        latencies.append(ended[result.run_id].timestamp() - final_at)
+        run_end = ended[result.run_id].timestamp()
+        latencies.append(run_end - final_at)
+        check_end = _at(result.tasks["checkStatus"]["end_date"])
+        route_end = _at(result.tasks["routeByStatus"]["end_date"])
+        steps.append((check_end - final_at, route_end - check_end, run_end - route_end))
     latencies.sort()
     wrong = sum(1 for r in results if r.state != "success" or r.task_state("delivered") != "success")
     return Figures(
@@ -118,6 +140,9 @@ def measure(name: str, runs: int, in_flight: int, callbacks: bool) -> Figures:
         requests_per_run=fetches / len(results),
         wrong=wrong + abs(len(messages) - len(results)),
         load=f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}",
+        to_check_end_s=statistics.median(step[0] for step in steps),
+        check_to_route_end_s=statistics.median(step[1] for step in steps),
+        route_to_run_end_s=statistics.median(step[2] for step in steps),
     )
 
 
@@ -127,11 +152,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--in-flight", type=int, default=10)
+    parser.add_argument(
+        "--callback-poke-intervals",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also measure callbacks with these TWILIO_CALLBACK_POKE_INTERVAL values (s)",
+    )
+    parser.add_argument(
+        "--idle-sleep",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also measure callbacks with the scheduler's scheduler_idle_sleep_time at these values (s)",
+    )
+    parser.add_argument("--only-callbacks", action="store_true", help="skip the polling baseline")
     args = parser.parse_args(argv)
     lines = []
-    for name, callbacks in (("polling", False), ("callbacks", True)):
+    Configuration = tuple[str, bool, float | None, dict[str, str]]
+    configurations: list[Configuration] = [("polling", False, None, {}), ("callbacks", True, None, {})]
+    configurations += [(f"callbacks, poke {s:g} s", True, s, {}) for s in args.callback_poke_intervals]
+    configurations += [
+        (
+            f"callbacks, idle sleep {s:g} s",
+            True,
+            None,
+            {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": f"{s:g}"},
+        )
+        for s in args.idle_sleep
+    ]
+    if args.only_callbacks:
+        configurations = configurations[1:]
+    print(f"load average at start (1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    for name, callbacks, poke_interval, extra in configurations:
         print(f"== {name}: {args.runs} runs, {args.in_flight} in flight", flush=True)
-        figures = measure(name, args.runs, args.in_flight, callbacks)
+        figures = measure(name, args.runs, args.in_flight, callbacks, poke_interval, extra)
         print(figures.line(), flush=True)
         lines.append(figures.line())
     print("\n".join(["", *lines]))

@@ -52,3 +52,13 @@ def test_receiver_down_for_the_whole_run_polling_catches_up(workflow_env, monkey
     assert run.state == "success" and outcome["finalStatus"] == "delivered"
     assert sandbox.stats()["callbacks"]["failed"] >= 1  # the sandbox could not call back
     assert sandbox.stats()["requests"]["fetch"] >= 1  # polling found the status after the grace
+
+
+def test_check_status_pokes_at_the_callback_interval_only_with_callbacks_on(monkeypatch):
+    # With callbacks on a poke reads the store (no request to Twilio), so it comes sooner than a fetch would.
+    monkeypatch.setenv("TWILIO_POKE_INTERVAL", "60")
+    monkeypatch.setenv("TWILIO_CALLBACK_POKE_INTERVAL", "1.5")
+    monkeypatch.delenv("TWILIO_CALLBACK_BASE_URL", raising=False)
+    assert load_dag().get_task("checkStatus").poke_interval == 60
+    monkeypatch.setenv("TWILIO_CALLBACK_BASE_URL", "http://127.0.0.1:8080")
+    assert load_dag().get_task("checkStatus").poke_interval == 1.5

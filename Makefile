@@ -13,6 +13,8 @@ SANDBOX_PORT ?= 8099
 # Where `make dist` writes the wheel and sdist (tests/packaging builds into a temporary folder through it).
 DIST ?= dist
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): most tests wait on Airflow, the sandbox or a browser, so two share two cores well.
+TEST_WORKERS ?= 2
 SANDBOX_ARGS ?=
 
 .PHONY: help venv dist test lint format sandbox demo up down bench soak screenshots lock clean
@@ -59,7 +61,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 sandbox: $(STAMP)
 	$(BIN)/python -m sandbox --host 127.0.0.1 --port $(SANDBOX_PORT) $(SANDBOX_ARGS)

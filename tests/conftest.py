@@ -60,3 +60,37 @@ def clean_sandbox(sandbox):
     sandbox.reset()
     yield sandbox
     sandbox.reset()
+
+
+# `make test` runs the suite on pytest-xdist workers (`--dist loadgroup`): most tests wait on a scheduler,
+# a sandbox or a browser rather than compute. A group runs whole on one worker, so a fixture shared by a
+# folder or a module is built once: folders whose session fixtures start a stack or build the wheel are one
+# group, and every other module is its own group.
+SHARED_FOLDERS = ("e2e", "packaging")
+# The longest groups go out first, so no worker is left with a long one at the end; each takes a minute or
+# more (the durations CI prints at the end). Everything else keeps its collection order after them.
+LONGEST_FIRST = (
+    "celery/test_celery_topology.py",
+    "e2e",
+    "packaging",
+    "reliability/test_e2e_reliability.py",
+    "reliability/test_faults.py",
+    "batch/test_batch_stack.py",
+)
+
+
+def xdist_group(item: pytest.Item) -> str:
+    relative = Path(item.path).resolve().relative_to(REPO / "tests")
+    return relative.parts[0] if relative.parts[0] in SHARED_FOLDERS else relative.as_posix()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    groups = {id(item): xdist_group(item) for item in items}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(groups[id(item)]))
+
+    def rank(item: pytest.Item) -> int:
+        group = groups[id(item)]
+        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each group keeps its own order

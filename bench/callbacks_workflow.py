@@ -1,6 +1,7 @@
 """Benchmark: workflow runs on a real scheduler, status callbacks vs polling at the production interval.
 
-    .venv/bin/python -m bench.callbacks_workflow     # 20 runs each, 10 in flight (about 6 minutes)
+    .venv/bin/python -m bench.callbacks_workflow                   # 20 runs each, one at a time (23 minutes)
+    .venv/bin/python -m bench.callbacks_workflow --in-flight 10    # the same with 10 runs in flight (6 minutes)
 
 For each configuration it starts the sandbox (``--step-delay 1 --jitter 0``: final 3 s after the create)
 and its own Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite,
@@ -11,7 +12,8 @@ scripts/airflow_stack.py) with the production poke interval (``TWILIO_POKE_INTER
   receiver, checkStatus reads the store (poke interval ``TWILIO_CALLBACK_POKE_INTERVAL``, 2 s by default;
   ``--callback-poke-intervals`` adds configurations with other values).
 
-It keeps ``--in-flight`` runs going until ``--runs`` have finished and reports the time from each message's
+It keeps ``--in-flight`` runs going (1 by default: the latency of a run, not of a queue of runs competing for
+the cores) until ``--runs`` have finished and reports the time from each message's
 final status (its creation + 3 s; the sandbox's ``date_created`` has whole seconds) to its run's end (median
 and p90), checkStatus runs with a try 2 (apache/airflow#71172), requests to Twilio per run (creates excluded),
 and runs that ended wrongly. Not in ``make bench`` (minutes); the figures are in bench/README.md.
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.callbacks_workflow", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--in-flight", type=int, default=10)
+    parser.add_argument("--in-flight", type=int, default=1)
     parser.add_argument(
         "--callback-poke-intervals",
         type=float,

@@ -35,14 +35,14 @@ def test_without_send_at_nothing_is_scheduled() -> None:
 @pytest.mark.parametrize(
     ("value", "field"),
     [
-        ("tomorrow", "sendAt"),
-        ("2026-12-24T09:00:00", "sendAt"),  # no time zone
-        (ahead(minutes=2), "sendAt"),  # under Twilio's 5 minutes
-        (ahead(days=36), "sendAt"),  # over 35 days
-        (ahead(hours=-1), "sendAt"),
-        (12345, "sendAt"),
+        pytest.param("tomorrow", "sendAt", id="not-a-date"),
+        pytest.param("2026-12-24T09:00:00", "sendAt", id="no-time-zone"),
+        pytest.param(ahead(minutes=2), "sendAt", id="under-twilios-5-minutes"),
+        pytest.param(ahead(days=36), "sendAt", id="over-35-days"),
+        pytest.param(ahead(hours=-1), "sendAt", id="in-the-past"),
+        pytest.param(12345, "sendAt", id="a-number"),
     ],
-)
+)  # fixed ids: the values depend on the clock, and every pytest-xdist worker must collect the same tests
 def test_bad_send_at_is_refused_naming_the_field(value, field) -> None:
     with pytest.raises(InvalidInput) as info:
         validate_inputs({**BASE, "sendAt": value})

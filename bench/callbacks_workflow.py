@@ -1,7 +1,7 @@
 """Benchmark: workflow runs on a real scheduler, status callbacks vs polling at the production interval.
 
     .venv/bin/python -m bench.callbacks_workflow                   # 20 runs each, one at a time (23 minutes)
-    .venv/bin/python -m bench.callbacks_workflow --in-flight 10    # the same with 10 runs in flight (6 minutes)
+    .venv/bin/python -m bench.callbacks_workflow --in-flight 10    # 10 runs in flight (6 minutes)
 
 For each configuration it starts the sandbox (``--step-delay 1 --jitter 0``: final 3 s after the create)
 and its own Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite,

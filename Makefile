@@ -61,7 +61,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 sandbox: $(STAMP)
 	$(BIN)/python -m sandbox --host 127.0.0.1 --port $(SANDBOX_PORT) $(SANDBOX_ARGS)

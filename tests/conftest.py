@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,35 +63,47 @@ def clean_sandbox(sandbox):
     sandbox.reset()
 
 
-# `make test` runs the suite on pytest-xdist workers (`--dist loadgroup`): most tests wait on a scheduler,
-# a sandbox or a browser rather than compute. A group runs whole on one worker, so a fixture shared by a
-# folder or a module is built once: folders whose session fixtures start a stack or build the wheel are one
-# group, and every other module is its own group.
+# `make test` runs the suite on pytest-xdist workers: most tests wait on a scheduler, a sandbox or a browser
+# rather than compute. A group runs whole on one worker, so a fixture shared by a folder or a module is built
+# once: folders whose fixtures start a stack or build the wheel are one group, and every other module is its
+# own group. (xdist's own `loadgroup` marks do nothing on pytest 9, whose node ids xdist can no longer
+# suffix, hence a scheduler of our own.)
 SHARED_FOLDERS = ("e2e", "packaging")
 # The longest groups go out first, so no worker is left with a long one at the end; each takes a minute or
 # more (the durations CI prints at the end). Everything else keeps its collection order after them.
 LONGEST_FIRST = (
-    "celery/test_celery_topology.py",
-    "e2e",
-    "packaging",
-    "reliability/test_e2e_reliability.py",
-    "reliability/test_faults.py",
-    "batch/test_batch_stack.py",
+    "tests/celery/test_celery_topology.py",
+    "tests/e2e",
+    "tests/packaging",
+    "tests/reliability/test_e2e_reliability.py",
+    "tests/reliability/test_faults.py",
+    "tests/batch/test_batch_stack.py",
 )
 
 
-def xdist_group(item: pytest.Item) -> str:
-    relative = Path(item.path).resolve().relative_to(REPO / "tests")
-    return relative.parts[0] if relative.parts[0] in SHARED_FOLDERS else relative.as_posix()
+def group_of(nodeid: str) -> str:
+    """The group of a test, from its node id (``tests/<folder>/<module>.py::<test>``)."""
+    module = nodeid.split("::")[0]
+    parts = module.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 and parts[1] in SHARED_FOLDERS else module
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    groups = {id(item): xdist_group(item) for item in items}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(groups[id(item)]))
-
     def rank(item: pytest.Item) -> int:
-        group = groups[id(item)]
+        group = group_of(item.nodeid)
         return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: each group keeps its own order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """xdist's scope scheduling, with our groups as scopes, handed out in collection order."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    config.option.loadscopereorder = False  # keep LONGEST_FIRST's order, not xdist's count of tests per group
+    return GroupScheduling(config, log)

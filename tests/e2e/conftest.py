@@ -72,7 +72,7 @@ class E2E:
         return f"task logs under {self.stack.home / 'logs'}/dag_id={DAG_ID}/run_id={run_id}/"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped after the folder's last test, not idling on to the end
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     """Start the sandbox and Airflow once for every e2e and browser test; stop both at the end."""
     from sandbox.testing import run_sandbox
@@ -109,7 +109,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             stack.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def message_runs(e2e: E2E) -> Any:
     """The runs the Messages tab tests read (three workflow runs and a 1,000-recipient batch), once."""
     from tests.e2e.messages_runs import trigger_all

@@ -17,7 +17,7 @@ class Dist:
     sdist: Path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
     """What `make dist` builds (the same target a user runs), in a temporary folder."""
     out = tmp_path_factory.mktemp("dist")

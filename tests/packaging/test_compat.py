@@ -188,7 +188,7 @@ def _observe(venv: CompatVenv, dist: Dist, work: Path) -> Installed:
 VERSIONS = (MIN_AIRFLOW_VERSION, newest_airflow())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def observed(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Installed]:
     """Every version side by side: much of the time is waiting (process start-ups, sensor pokes)."""
     started = time.monotonic()

@@ -334,7 +334,7 @@ class Stack:
         airflow.wait_healthy(timeout=120)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped after its module, not idling on to the end of the run
 def stack(tmp_path_factory) -> Iterator[Stack]:
     """Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor) and a sandbox with TOKEN."""
     from sandbox.testing import run_sandbox

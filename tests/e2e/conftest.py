@@ -2,7 +2,8 @@
 
 Both run as separate processes on free loopback ports in a temporary home and are stopped by process id
 at the end of the session, pass or fail. The sandbox takes 2 s per delivery status step and the sensor
-pokes every 2 s, so checkStatus is rescheduled at least once on every delivered run.
+pokes every 2 s, so checkStatus is rescheduled at least once on a delivered run started alone (the REST
+tests check it); runs started together with a batch may first poke after delivery.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from sandbox.testing import REPO, Sandbox, run_sandbox
 SPEC_PATH = REPO / "sandbox" / "openapi" / "twilio_api_v2010.json"
 MESSAGES_PATH = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 GOOD_FROM = "+15005550006"
-SLOW_STEP = 0.25
-SLOW_NUMBER = "+15551234444"  # 10x the step delay per step: safely cancelable for 2.5 s
+SLOW_STEP = 0.5  # long enough that a poll on a busy machine still sees every step
+SLOW_NUMBER = "+15551234444"  # 10x the step delay per step: safely cancelable for 5 s
 
 
 @functools.cache
@@ -134,7 +134,7 @@ def api(clean_sandbox: Sandbox) -> Iterator[Api]:
 
 @pytest.fixture(scope="session")
 def slow_sandbox() -> Iterator[Sandbox]:
-    """A sandbox with 0.25 s per status step (2.5 s for the slow number), to watch progress."""
+    """A sandbox with 0.5 s per status step (5 s for the slow number), to watch progress."""
     with run_sandbox("--step-delay", str(SLOW_STEP)) as sb:
         yield sb
 

@@ -1,7 +1,7 @@
 """One real Airflow stack (api-server, scheduler, dag-processor, triggerer) and one sandbox for tests/e2e.
 
 Both run as separate processes on free loopback ports in a temporary home and are stopped by process id
-at the end of the session, pass or fail. The sandbox takes 2 s per delivery status step and the sensor
+at the end of the session, pass or fail. The sandbox takes 3 s per delivery status step and the sensor
 pokes every 2 s, so checkStatus is rescheduled at least once on a delivered run started alone (the REST
 tests check it); runs started together with a batch may first poke after delivery.
 """
@@ -22,11 +22,12 @@ from scripts.airflow_client import AirflowClient, RunResult
 from scripts.airflow_stack import AirflowStack
 
 DAG_ID = "twilio_send_message_track_status"
-STEP_DELAY = "2"  # delivered 6 s after sending: checkStatus is rescheduled even on a loaded machine
+STEP_DELAY = "3"  # delivered 9 s after sending: a first poke 3-4 s after the send (task start-up on a loaded
+# machine) still finds the message in flight, so checkStatus is rescheduled
 POKE_INTERVAL = "2"
 MAX_WAIT = "4"  # the DAG backs off exponentially; cap it so a slow run still polls often
 # The unconfirmed run ends this long after its send, and the browser test waits for it. A delivered message
-# is final at any poke, however late, so the margin only has to cover the sandbox's 6 s delivery.
+# is final at any poke, however late, so the margin only has to cover the sandbox's 9 s delivery.
 STATUS_TIMEOUT = "90"
 RUN_TIMEOUT = 300.0
 NO_ACCESS_USER = "noaccess"
